@@ -1,0 +1,33 @@
+# eventlog — the front door. `make help` lists the targets.
+GO            ?= go
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+PKGS          := ./...
+TEST_TIMEOUT  ?= 15m
+
+.PHONY: help run test test-short bench lint build up clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+run: ## run eventlog with no servers needed
+	$(GO) run ./cmd/eventlog dev
+
+test: ## run every test (PostgreSQL tests need EVENTLOG_TEST_POSTGRES_DSN, else they skip)
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) $(PKGS)
+
+test-short: ## unit tests only, no race detector
+	$(GO) test -short $(PKGS)
+
+bench: ## run the benchmarks and print their figures
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint: ## go vet and staticcheck (pinned)
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+build: ## build the binaries into ./bin
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
+
+clean: ## remove build output and the embedded mode's data
+	rm -rf bin .eventlog

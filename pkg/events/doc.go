@@ -1,0 +1,23 @@
+// Package events is eventlog's domain vocabulary: event metadata, the aggregate
+// base, mutator dispatch, the topic registry, and the mapper between events and
+// sequenced items (JSON transcoding, optional zstd compression, optional
+// AES-256-GCM encryption, upcasting of old stored versions, snapshots).
+//
+// It does no I/O: it imports no database driver, no Kafka client and no net/http,
+// so domain code can depend on it alone.
+//
+// Guarantees:
+//   - An aggregate applies an event only if the event's originator version equals
+//     the aggregate's version and the aggregate is not discarded; the version then
+//     grows by one. Replaying a sequence therefore either rebuilds the exact state
+//     or fails with an error naming the first event that did not fit.
+//   - Topics are explicit wire names kept in a Registry instance; renaming a Go
+//     type never changes what is stored.
+//   - Every item records the codec that produced its state, and FromItem decodes by
+//     that codec, not by the mapper's current settings, so history written with
+//     other settings stays readable. Corrupt or tampered state, a wrong key or a
+//     missing key is an error, never a panic.
+//
+// Registry, Mapper and Cipher values are safe for concurrent use once configured.
+// Aggregates are not: one goroutine owns an aggregate at a time.
+package events
