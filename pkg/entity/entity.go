@@ -43,7 +43,8 @@ var typeRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 // ValidType reports whether typ can name an entity type: 1 to 63 lower-case letters,
 // digits, '_' or '-', starting with a letter. The type becomes part of topics and
 // Kafka topic names.
-func ValidType(typ string) bool { return typeRE.MatchString(typ) }
+// "eventlog" is reserved for the platform's own items.
+func ValidType(typ string) bool { return typeRE.MatchString(typ) && typ != "eventlog" }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$`)
 
