@@ -190,13 +190,18 @@ func (e *Entity) checkLive() error {
 func (e *Entity) Mutate(ev events.Event) error {
 	switch ev := ev.(type) {
 	case *Created:
+		// Events are immutable once made, so their values can be shared; the
+		// map is copied because AttributeChanged changes the entity's own.
 		e.Type = ev.Type
-		e.Attributes = cloneAttrs(ev.Attributes)
+		e.Attributes = maps.Clone(ev.Attributes)
+		if e.Attributes == nil {
+			e.Attributes = make(map[string]json.RawMessage)
+		}
 	case *AttributeChanged:
 		if e.Attributes == nil {
 			e.Attributes = make(map[string]json.RawMessage)
 		}
-		e.Attributes[ev.Name] = clone(ev.Value)
+		e.Attributes[ev.Name] = ev.Value
 	case *Discarded:
 		e.MarkDiscarded()
 	default:

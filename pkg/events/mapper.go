@@ -128,8 +128,8 @@ func (m *Mapper) EncodeState(it *SequencedItem, state []byte) error {
 // DecodeState returns it's plain JSON state, undoing what its codec lists.
 func (m *Mapper) DecodeState(it SequencedItem) ([]byte, error) {
 	codec := it.Codec
-	if codec == "" {
-		codec = CodecJSON
+	if codec == "" || codec == CodecJSON {
+		return it.State, nil // the common case, without allocating
 	}
 	steps := strings.Split(codec, "+")
 	if steps[0] != CodecJSON {
@@ -159,15 +159,16 @@ func (m *Mapper) DecodeState(it SequencedItem) ([]byte, error) {
 // FromItem decodes it into a new event of its topic, lifting old schema versions
 // through the topic's upcasters.
 func (m *Mapper) FromItem(it SequencedItem) (Event, error) {
-	e, err := m.reg.New(it.Topic)
-	if err != nil {
-		return nil, err
+	newEvent, ups, ok := m.reg.lookup(it.Topic)
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, it.Topic)
 	}
+	e := newEvent()
 	state, err := m.DecodeState(it)
 	if err != nil {
 		return nil, err
 	}
-	if ups := m.reg.upcastersFor(it.Topic); len(ups) > 0 {
+	if len(ups) > 0 {
 		if state, err = upcast(state, ups); err != nil {
 			return nil, fmt.Errorf("%w: %s at position %d of %s: %v", ErrDecode, it.Topic, it.Position, it.SequenceID, err)
 		}

@@ -132,8 +132,10 @@ func (r *Registry) Topics() []string {
 	return out
 }
 
-func (r *Registry) upcastersFor(topic string) []Upcaster {
+// lookup returns what decoding an item of topic needs, under one lock.
+func (r *Registry) lookup(topic string) (newEvent func() Event, ups []Upcaster, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.upcasters[topic]
+	newEvent, ok = r.byTopic[topic]
+	return newEvent, r.upcasters[topic], ok
 }

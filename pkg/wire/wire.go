@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -260,4 +261,8 @@ type Record struct {
 	Key       []byte
 	Value     []byte
 	Headers   []Header
+	// Timestamp is the record's Kafka timestamp (the zero time if unknown). The
+	// writer stamps the events of a command with it, so that processing the same
+	// record again produces the same items.
+	Timestamp time.Time
 }
