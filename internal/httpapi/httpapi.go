@@ -1,0 +1,322 @@
+// Package httpapi serves eventlog's HTTP API (the wire contract's HTTP half):
+// entities rebuilt from their events, the events of one entity, the notification
+// log, commands, and the operational endpoints /healthz, /readyz and /metrics.
+//
+// Every response is JSON. Errors are {"error": "..."} with a status that says
+// what happened: 400 for bad input, 404 for unknown (and discarded) entities, 503
+// when a dependency is down, 504 when a command's result did not come in time.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventlog/eventlog/pkg/entity"
+	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// MaxBodySize bounds request bodies.
+const MaxBodySize = 1 << 20
+
+// A CommandSender sends a command and waits for its result.
+type CommandSender interface {
+	Send(ctx context.Context, cmd wire.Command) (wire.Result, error)
+}
+
+// A ReadinessCheck reports whether a dependency is usable (nil) or why not.
+type ReadinessCheck func(ctx context.Context) error
+
+// Entities rebuilds entities of the registered types.
+type Entities struct {
+	Store    *store.EventStore
+	Recorder store.ApplicationRecorder
+	repos    map[string]*store.Repository[*entity.Entity]
+}
+
+// NewEntities returns the entity API for the given entity types.
+func NewEntities(es *store.EventStore, rec store.ApplicationRecorder, types []string, cfg store.RepositoryConfig) (*Entities, error) {
+	e := &Entities{Store: es, Recorder: rec, repos: make(map[string]*store.Repository[*entity.Entity])}
+	for _, typ := range types {
+		c := cfg
+		if c.SnapshotEvery > 0 {
+			c.SnapshotTopic = typ + "." + entity.SnapshotName
+		}
+		r, err := store.NewRepository(es, func() *entity.Entity { return entity.New(typ) }, c)
+		if err != nil {
+			return nil, err
+		}
+		e.repos[typ] = r
+	}
+	return e, nil
+}
+
+// EntityJSON is how an entity is shown.
+type EntityJSON struct {
+	Entity     string                     `json:"entity"`
+	ID         uuid.UUID                  `json:"id"`
+	Version    int64                      `json:"version"`
+	Attributes map[string]json.RawMessage `json:"attributes"`
+}
+
+// EventJSON is how a stored event is shown. State is the decoded JSON state.
+type EventJSON struct {
+	NotificationID int64           `json:"notification_id,omitempty"`
+	SequenceID     uuid.UUID       `json:"sequence_id"`
+	Position       int64           `json:"position"`
+	Topic          string          `json:"topic"`
+	Codec          string          `json:"codec"`
+	State          json.RawMessage `json:"state"`
+}
+
+// Server holds what the handlers need. Nil parts turn their routes off.
+type Server struct {
+	Log      *slog.Logger
+	Entities *Entities
+	Commands CommandSender
+	// CommandTimeout bounds POST /v1/commands (default 10 s).
+	CommandTimeout time.Duration
+	Ready          []ReadinessCheck
+	Metrics        http.Handler
+	// Extra routes (the projector's read models, for example).
+	Extra func(mux *http.ServeMux)
+}
+
+// Handler returns the routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics)
+	}
+	if s.Entities != nil {
+		mux.HandleFunc("GET /v1/entities/{entity}/{id}", s.getEntity)
+		mux.HandleFunc("GET /v1/entities/{entity}/{id}/events", s.getEvents)
+		mux.HandleFunc("GET /v1/notifications", s.getNotifications)
+	}
+	if s.Commands != nil {
+		mux.HandleFunc("POST /v1/commands", s.postCommand)
+	}
+	if s.Extra != nil {
+		s.Extra(mux)
+	}
+	return mux
+}
+
+// NewHTTPServer returns an http.Server with timeouts suitable for the API.
+func NewHTTPServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	for _, check := range s.Ready {
+		if err := check(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: %v", err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) entityParams(w http.ResponseWriter, r *http.Request) (*store.Repository[*entity.Entity], string, uuid.UUID, bool) {
+	typ := r.PathValue("entity")
+	repo, ok := s.Entities.repos[typ]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown entity type %q", typ)
+		return nil, "", uuid.Nil, false
+	}
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "entity id %q is not a UUID", r.PathValue("id"))
+		return nil, "", uuid.Nil, false
+	}
+	return repo, typ, id, true
+}
+
+func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) {
+	repo, typ, id, ok := s.entityParams(w, r)
+	if !ok {
+		return
+	}
+	var (
+		e   *entity.Entity
+		err error
+	)
+	if v := r.URL.Query().Get("version"); v != "" {
+		n, perr := strconv.ParseInt(v, 10, 64)
+		if perr != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "version must be a whole number from 1, got %q", v)
+			return
+		}
+		e, err = repo.GetAt(r.Context(), id, n)
+	} else {
+		e, err = repo.Get(r.Context(), id)
+	}
+	if err != nil {
+		s.storeError(w, err, "%s %s", typ, id)
+		return
+	}
+	if e.Type != typ {
+		writeError(w, http.StatusNotFound, "%s %s not found", typ, id)
+		return
+	}
+	writeJSON(w, http.StatusOK, EntityJSON{Entity: typ, ID: id, Version: e.Version(), Attributes: e.Attributes})
+}
+
+func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
+	_, typ, id, ok := s.entityParams(w, r)
+	if !ok {
+		return
+	}
+	items, err := s.Entities.Recorder.SelectEvents(r.Context(), id, store.Query{})
+	if err != nil {
+		s.storeError(w, err, "events of %s %s", typ, id)
+		return
+	}
+	if len(items) == 0 || events.EntityOf(items[0].Topic) != typ {
+		writeError(w, http.StatusNotFound, "%s %s not found", typ, id)
+		return
+	}
+	out := make([]EventJSON, len(items))
+	for i, it := range items {
+		out[i] = s.eventJSON(0, it)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+}
+
+func (s *Server) getNotifications(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after, limit := int64(0), 100
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "after must be a notification id (a whole number from 0), got %q", v)
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "limit must be from 1 to 10000, got %q", v)
+			return
+		}
+		limit = n
+	}
+	ns, err := s.Entities.Recorder.SelectNotifications(r.Context(), after, limit)
+	if err != nil {
+		s.storeError(w, err, "notifications")
+		return
+	}
+	out := make([]EventJSON, len(ns))
+	next := after
+	for i, n := range ns {
+		out[i] = s.eventJSON(n.ID, n.SequencedItem)
+		next = n.ID
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"notifications": out, "next_after": next})
+}
+
+func (s *Server) eventJSON(id int64, it store.SequencedItem) EventJSON {
+	ej := EventJSON{NotificationID: id, SequenceID: it.SequenceID, Position: it.Position, Topic: it.Topic, Codec: it.Codec}
+	if state, err := s.Entities.Store.Mapper.DecodeState(it); err == nil && json.Valid(state) {
+		ej.State = state
+	} else {
+		ej.State = json.RawMessage(`null`)
+	}
+	return ej
+}
+
+func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, MaxBodySize)
+	var raw json.RawMessage
+	if err := json.NewDecoder(body).Decode(&raw); err != nil {
+		writeError(w, http.StatusBadRequest, "body must be one JSON command envelope: %v", err)
+		return
+	}
+	// A convenience: the server fills in a missing command id.
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) == nil {
+		if _, ok := m["command_id"]; !ok {
+			m["command_id"], _ = json.Marshal(uuid.New())
+			raw, _ = json.Marshal(m)
+		}
+	}
+	cmd, err := wire.DecodeCommand(raw, MaxBodySize)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	timeout := s.CommandTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := s.Commands.Send(ctx, cmd)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "no result for command %s within %s; it may still apply (send it again with the same command_id to learn its result)", cmd.CommandID, timeout)
+		return
+	case err != nil:
+		s.Log.ErrorContext(r.Context(), "send command", "command_id", cmd.CommandID, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "cannot send the command: %v", err)
+		return
+	}
+	status := http.StatusOK
+	switch res.Status {
+	case wire.StatusRejected, wire.StatusInvalid:
+		status = http.StatusUnprocessableEntity
+	case wire.StatusConflict:
+		status = http.StatusConflict
+	}
+	writeJSON(w, status, res)
+}
+
+func (s *Server) storeError(w http.ResponseWriter, err error, format string, args ...any) {
+	what := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "%s not found", what)
+	case errors.Is(err, events.ErrDecode):
+		writeError(w, http.StatusInternalServerError, "%s: %v", what, err)
+	default:
+		if s.Log != nil {
+			s.Log.Error("store", "what", what, "err", err)
+		}
+		writeError(w, http.StatusServiceUnavailable, "%s: the store is not available", what)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, map[string]string{"error": fmt.Sprintf(format, args...)})
+}
