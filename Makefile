@@ -1,6 +1,6 @@
 # eventlog — the front door. `make help` lists the targets.
 GO            ?= go
-STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS          := ./...
 TEST_TIMEOUT  ?= 15m
 # The standard library's JSON v2 implementation behind the v1 API: same results,

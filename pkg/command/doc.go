@@ -1,0 +1,99 @@
+// Package command turns command records into stored events: the handler
+// registry (entity type, command type) -> handler, the built-in commands of the
+// generic entity, and the Writer that applies batches of command records.
+//
+// A Kafka consumer (elsewhere) polls a batch of records from the commands topic
+// and calls Writer.HandleBatch; on partition assignment it resumes after
+// Writer.Tracking. The writer stores everything it has to say in the store's
+// notification log (the outbox), which a relay publishes: entity events, one
+// result item per command (wire.ResultItem, sequence = command id) and dead
+// letters (wire.DeadLetterItem). The package imports no Kafka client and no
+// store backend.
+//
+// # Guarantees
+//
+//   - Group commit. The events, results and dead letters of a whole batch, and
+//     the tracking of the greatest offset of each (topic, partition) in it, are
+//     stored in one transaction, or nothing is. Tracking is written first, moving
+//     to the batch's first new offset and then to its last, so a writer any of
+//     whose records another writer applied meanwhile (a zombie after a
+//     rebalance) fails with store.ErrTrackingConflict and stores nothing.
+//   - Exactly-once effect, provided the consumer resumes from Tracking after
+//     every assignment, restart or error: records at or below the stored tracking
+//     are skipped, so a redelivered batch changes nothing, and a writer killed at
+//     any instant leaves either the whole batch or none of it.
+//   - One bad command never fails the others. A record that is not a command
+//     envelope (not JSON, a missing field, too large, command_id equal to
+//     entity_id) becomes a dead letter: the record unchanged, with the reason and
+//     its source topic, partition and offset. An unknown entity or command type, or
+//     data of the wrong shape, gives an invalid result; a command the entity
+//     refuses (update of a discarded or missing entity, invalid attributes, an
+//     overdraft) a rejected one; an expected_version other than the entity's
+//     version (the number of its events; 0: it must not exist) a conflict. None
+//     of these stores an event.
+//   - Order. Commands are decided in record order; later commands of a batch see
+//     the effects of earlier ones on the same entity. A command's events precede
+//     its result in the notification log.
+//   - Duplicates. A command whose command_id has a result (stored, or earlier in
+//     the same batch) changes nothing: its original result is stored again,
+//     byte for byte, as the next item of the command id's sequence (position 1,
+//     2, ...), so it reaches the results topic again. The first result wins even
+//     if the duplicate's content differs.
+//   - Concurrent writers. If another writer appended to one of the batch's
+//     entities meanwhile (a rebalance), the commit fails on the store's unique
+//     (sequence, position) constraint and the batch is decided again from fresh
+//     state, up to WriterConfig.MaxConflictRetries times. An aggregate whose
+//     unchanged state decided a rejection or a conflict is re-checked inside the
+//     transaction, so such outcomes are not based on a stale read either.
+//   - Determinism. Deciding a batch again after a rollback produces the same
+//     items, provided the records carry timestamps (events are stamped with their
+//     record's timestamp) and no cipher is configured (encryption uses random
+//     nonces).
+//   - Errors. HandleBatch returns an error only when it stored nothing: a store
+//     error (call it again with the same batch), an error wrapping
+//     store.ErrTrackingConflict (the offsets were applied by another writer: seek
+//     to Tracking), or conflicts that persisted through every retry.
+//
+// # Loading and caching
+//
+// A batch reads, concurrently (WriterConfig.ReadConcurrency), the last item of
+// each command id's sequence (to find duplicates) and each aggregate its commands
+// address, then decides the commands one by one in memory. An aggregate the
+// writer committed stays in an LRU cache of live aggregates
+// (WriterConfig.CacheSize) and costs one read of the events stored after it on
+// its next use; an uncached one is rebuilt through a store.Repository (from a
+// snapshot if configured). A batch takes its aggregates out of the cache and
+// puts them back only after its commit, so a failed or conflicting batch leaves
+// nothing stale behind, and a retry after a conflict reads the conflicting
+// sequence from the store.
+//
+// Events are stamped with their record's timestamp (wire.Record.Timestamp; the
+// writer's clock for records without one), after the handler ran.
+//
+// # Wiring
+//
+// The consumer needs HandleBatch and Tracking; its tracking name must be the
+// writer's TrackingName (Writer.Tracking answers for it whatever name it is
+// given). It must hand over records in offset order within each partition, call
+// HandleBatch again with the same records after an error, and on an error
+// wrapping store.ErrTrackingConflict seek past the stored tracking.
+//
+// # Not guaranteed
+//
+//   - Nothing is published by this package: results and events reach Kafka when
+//     the relay publishes the notification log, so a client sees them only after
+//     that (at least once, unless the relay publishes transactionally).
+//   - Exactly-once effect needs the consumer's cooperation: a consumer that
+//     commits Kafka offsets and does not resume from Tracking may skip records.
+//   - Deduplication is by command id only, within the store's lifetime.
+//   - On PostgreSQL at read-committed isolation, the in-transaction re-check of
+//     unchanged aggregates narrows but does not close the window in which a
+//     concurrent writer's append could make a rejection or conflict stale; with
+//     serialised backends (memory, SQLite) it is exact. Accepted commands are
+//     always checked by the unique constraint.
+//   - Handlers must be deterministic and free of I/O; a panicking handler rejects
+//     its command.
+//
+// The Registry and the Writer are safe for concurrent use once built.
+// HandleBatch may run concurrently for different partitions.
+package command
