@@ -1,0 +1,108 @@
+// Package metrics exposes eventlog's components to Prometheus. Each function
+// registers collectors that read a component's concurrent-safe stats when
+// scraped, so the hot paths only bump their own counters.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/eventlog/eventlog/pkg/command"
+	"github.com/eventlog/eventlog/pkg/kafka"
+)
+
+// New returns a registry with the Go runtime and process collectors.
+func New() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Handler serves r.
+func Handler(r *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(r, promhttp.HandlerOpts{Registry: r})
+}
+
+func counter(r prometheus.Registerer, name, help string, labels prometheus.Labels, f func() float64) {
+	r.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
+}
+
+func gauge(r prometheus.Registerer, name, help string, labels prometheus.Labels, f func() float64) {
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f))
+}
+
+// Writer registers the writer's metrics and returns the OnBatch hook that feeds
+// its histograms.
+func Writer(r prometheus.Registerer, w func() command.Stats) func(command.BatchStats) {
+	for _, s := range []struct {
+		status string
+		get    func(command.Stats) int64
+	}{
+		{"accepted", func(s command.Stats) int64 { return s.Accepted }},
+		{"rejected", func(s command.Stats) int64 { return s.Rejected }},
+		{"conflict", func(s command.Stats) int64 { return s.Conflict }},
+		{"invalid", func(s command.Stats) int64 { return s.Invalid }},
+		{"duplicate", func(s command.Stats) int64 { return s.Duplicates }},
+		{"dead_letter", func(s command.Stats) int64 { return s.DeadLetters }},
+	} {
+		get := s.get
+		counter(r, "eventlog_writer_commands_total", "Commands handled, by outcome.", prometheus.Labels{"status": s.status},
+			func() float64 { return float64(get(w())) })
+	}
+	counter(r, "eventlog_writer_events_total", "Entity events stored.", nil, func() float64 { return float64(w().Events) })
+	counter(r, "eventlog_writer_batches_total", "Batches committed.", nil, func() float64 { return float64(w().Batches) })
+	counter(r, "eventlog_writer_batch_failures_total", "Batches that failed and will be retried.", nil, func() float64 { return float64(w().Failures) })
+	counter(r, "eventlog_writer_conflict_retries_total", "Batches retried after a store conflict.", nil, func() float64 { return float64(w().Retries) })
+	size := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "eventlog_writer_batch_size", Help: "Records per batch (group commit).",
+		Buckets: prometheus.ExponentialBuckets(1, 4, 8),
+	})
+	appendLatency := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "eventlog_writer_append_seconds", Help: "Time in the batch's store transaction.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	})
+	r.MustRegister(size, appendLatency)
+	return func(b command.BatchStats) {
+		if b.Err != nil {
+			return
+		}
+		size.Observe(float64(b.Records))
+		appendLatency.Observe(b.Append.Seconds())
+	}
+}
+
+// Relay registers the relay's metrics.
+func Relay(r prometheus.Registerer, stats func() kafka.RelayStats) {
+	counter(r, "eventlog_relay_published_total", "Records the broker acknowledged.", nil, func() float64 { return float64(stats().Published) })
+	counter(r, "eventlog_relay_failures_total", "Failed reads, publishes and checkpoints.", nil, func() float64 { return float64(stats().Failures) })
+	counter(r, "eventlog_relay_dead_lettered_total", "Items the relay could not route.", nil, func() float64 { return float64(stats().DeadLettered) })
+	gauge(r, "eventlog_relay_lag", "Notifications stored but not yet checkpointed as published.", nil, func() float64 { return float64(stats().Lag) })
+	gauge(r, "eventlog_relay_checkpoint", "The relay's checkpoint (a notification id).", nil, func() float64 { return float64(stats().Checkpoint) })
+	gauge(r, "eventlog_relay_active", "1 if this relay holds the lock and publishes.", nil, func() float64 {
+		if stats().Active {
+			return 1
+		}
+		return 0
+	})
+}
+
+// Consumer registers a consumer's metrics under a role label ("writer", "projector").
+func Consumer(r prometheus.Registerer, role string, stats func() kafka.ConsumerStats) {
+	l := prometheus.Labels{"role": role}
+	counter(r, "eventlog_consumer_batches_total", "Batches handled.", l, func() float64 { return float64(stats().Batches) })
+	counter(r, "eventlog_consumer_records_total", "Records handled.", l, func() float64 { return float64(stats().Records) })
+	counter(r, "eventlog_consumer_retries_total", "Failed batch attempts retried.", l, func() float64 { return float64(stats().Retries) })
+	counter(r, "eventlog_consumer_tracking_conflicts_total", "Tracking conflicts (zombie or duplicate) that made the consumer seek.", l, func() float64 { return float64(stats().Conflicts) })
+}
+
+// Since returns seconds since t, or 0 for the zero time.
+func Since(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return time.Since(t).Seconds()
+}
