@@ -1,0 +1,213 @@
+// Package service assembles eventlog's services from the library: the writer
+// (command consumer, relay, commander, entity API) and the projector. The mains
+// and the embedded mode build them from flags; tests build them directly.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
+	"github.com/eventlog/eventlog/pkg/command"
+	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// A Backend is an opened store with what the services need of it.
+type Backend struct {
+	Recorder  store.ProcessRecorder
+	Snapshots store.SnapshotRecorder // may be nil
+	// Locker keeps one relay active per store.
+	Locker kafka.Locker
+	// Name says what it is, for logs ("sqlite:/path", "postgres:host/db").
+	Name string
+}
+
+// Ready checks the backend can answer.
+func (b Backend) Ready(ctx context.Context) error {
+	_, err := b.Recorder.MaxNotificationID(ctx)
+	return err
+}
+
+// Kafka says how to reach Kafka.
+type Kafka struct {
+	// ClientOptions connect a client: seed brokers, TLS, SASL, logger.
+	ClientOptions []kgo.Opt
+	Topics        wire.Topics
+	// Partitions and ReplicationFactor of topics created at start (-1: broker default).
+	Partitions        int32
+	ReplicationFactor int16
+}
+
+// WriterConfig configures a writer service.
+type WriterConfig struct {
+	Backend  Backend
+	Kafka    Kafka
+	Entities []string
+	// Group is the writers' consumer group (default "eventlog-writer").
+	Group string
+	// MapperOptions set compression and encryption of new events.
+	MapperOptions []events.MapperOption
+	CacheSize     int
+	SnapshotEvery int64
+	// NoRelay turns the relay off (another process runs it).
+	NoRelay bool
+	Log     *slog.Logger
+	Metrics prometheus.Registerer
+	// CommandTimeout bounds POST /v1/commands.
+	CommandTimeout time.Duration
+}
+
+// Writer is the writer service: it consumes commands, appends their events, and
+// relays the store's notification log to Kafka.
+type Writer struct {
+	cfg       WriterConfig
+	client    *kgo.Client
+	writer    *command.Writer
+	consumer  *kafka.Consumer
+	relay     *kafka.Relay
+	commander *kafka.Commander
+	entities  *httpapi.Entities
+	registry  *command.Registry
+}
+
+// NewWriter builds the writer service and creates its topics.
+func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Group == "" {
+		cfg.Group = "eventlog-writer"
+	}
+	if len(cfg.Entities) == 0 {
+		return nil, errors.New("no entity types: name at least one (--entities example)")
+	}
+	if err := cfg.Kafka.Topics.Validate(); err != nil {
+		return nil, err
+	}
+	reg := command.NewRegistry(events.NewRegistry())
+	for _, typ := range cfg.Entities {
+		if err := command.RegisterEntity(reg, typ); err != nil {
+			return nil, fmt.Errorf("entity type %q: %w", typ, err)
+		}
+	}
+	mapper := events.NewMapper(reg.Events(), cfg.MapperOptions...)
+	w := &Writer{cfg: cfg, registry: reg}
+
+	var onBatch func(command.BatchStats)
+	if cfg.Metrics != nil {
+		onBatch = metrics.Writer(cfg.Metrics, func() command.Stats { return w.writer.Stats() })
+	}
+	var err error
+	w.writer, err = command.NewWriter(cfg.Backend.Recorder, reg, mapper, command.WriterConfig{
+		CacheSize: cfg.CacheSize, Snapshots: cfg.Backend.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
+		Logger: cfg.Log, OnBatch: onBatch,
+	})
+	if err != nil {
+		return nil, err
+	}
+	clientOpts := append(append([]kgo.Opt{}, cfg.Kafka.ClientOptions...), kafka.RelayClientOptions()...)
+	w.client, err = kgo.NewClient(clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	adm := kadm.NewClient(w.client)
+	topics := kafka.TopicNames(cfg.Kafka.Topics, cfg.Entities...)
+	if err := kafka.EnsureTopics(ctx, adm, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+		w.client.Close()
+		return nil, fmt.Errorf("kafka: %w (is the broker reachable? check --kafka-brokers)", err)
+	}
+	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
+		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
+		ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
+	}, w.writer, w.writer)
+	if err != nil {
+		w.client.Close()
+		return nil, err
+	}
+	if !cfg.NoRelay {
+		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
+			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm,
+			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
+		})
+		if err != nil {
+			w.client.Close()
+			return nil, err
+		}
+	}
+	w.commander, err = kafka.NewCommander(w.client, kafka.CommanderConfig{Topics: cfg.Kafka.Topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log})
+	if err != nil {
+		w.client.Close()
+		return nil, err
+	}
+	w.entities, err = httpapi.NewEntities(store.NewEventStore(mapper, cfg.Backend.Recorder), cfg.Backend.Recorder, cfg.Entities,
+		store.RepositoryConfig{CacheSize: 1024})
+	if err != nil {
+		w.client.Close()
+		return nil, err
+	}
+	if cfg.Metrics != nil {
+		metrics.Consumer(cfg.Metrics, "writer", w.consumer.Stats)
+		if w.relay != nil {
+			metrics.Relay(cfg.Metrics, w.relay.Stats)
+		}
+	}
+	return w, nil
+}
+
+// Run runs the consumer, the relay and the commander until ctx ends, then drains
+// and closes the Kafka client.
+func (w *Writer) Run(ctx context.Context) error {
+	defer w.client.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.consumer.Run(ctx) })
+	if w.relay != nil {
+		g.Go(func() error { return w.relay.Run(ctx) })
+	}
+	g.Go(func() error { return w.commander.Run(ctx) })
+	return g.Wait()
+}
+
+// Registry returns the writer's command registry.
+func (w *Writer) Registry() *command.Registry { return w.registry }
+
+// Stats returns the writer's counters.
+func (w *Writer) Stats() command.Stats { return w.writer.Stats() }
+
+// RelayStats returns the relay's counters (zero without a relay).
+func (w *Writer) RelayStats() kafka.RelayStats {
+	if w.relay == nil {
+		return kafka.RelayStats{}
+	}
+	return w.relay.Stats()
+}
+
+// API returns the writer's part of the HTTP server.
+func (w *Writer) API(s *httpapi.Server) {
+	s.Entities = w.entities
+	s.Commands = commandSender{w.commander}
+	s.CommandTimeout = w.cfg.CommandTimeout
+	s.Ready = append(s.Ready, w.cfg.Backend.Ready, func(ctx context.Context) error {
+		if err := w.client.Ping(ctx); err != nil {
+			return fmt.Errorf("kafka: %w", err)
+		}
+		return nil
+	})
+}
+
+type commandSender struct{ c *kafka.Commander }
+
+func (s commandSender) Send(ctx context.Context, cmd wire.Command) (wire.Result, error) {
+	return s.c.Do(ctx, cmd)
+}
