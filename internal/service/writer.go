@@ -124,9 +124,9 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	adm := kadm.NewClient(w.client)
 	topics := kafka.TopicNames(cfg.Kafka.Topics, cfg.Entities...)
-	if err := kafka.EnsureTopics(ctx, adm, topics, cfg.Kafka.Partitions, cfg.Kafka.ReplicationFactor); err != nil {
+	if err := ensureTopics(ctx, adm, topics, cfg.Kafka); err != nil {
 		w.client.Close()
-		return nil, fmt.Errorf("kafka: %w (is the broker reachable? check --kafka-brokers)", err)
+		return nil, err
 	}
 	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
@@ -204,6 +204,18 @@ func (w *Writer) API(s *httpapi.Server) {
 		}
 		return nil
 	})
+}
+
+// StartTimeout bounds how long a service waits for Kafka at start.
+const StartTimeout = 20 * time.Second
+
+func ensureTopics(ctx context.Context, adm *kadm.Client, topics []string, k Kafka) error {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	if err := kafka.EnsureTopics(ctx, adm, topics, k.Partitions, k.ReplicationFactor); err != nil {
+		return fmt.Errorf("kafka: cannot create topics within %s: %w (is the broker reachable? check -kafka-brokers)", StartTimeout, err)
+	}
+	return nil
 }
 
 type commandSender struct{ c *kafka.Commander }

@@ -1,0 +1,226 @@
+// Package cli holds eventlog's commands: the services (writer, projector, dev,
+// broker), operations (migrate, rebuild) and the tools for people at a terminal
+// (send, get, events, tail, bench, version). Each command is a function of its
+// arguments, the environment and its output streams, so the mains stay thin and
+// tests call the commands directly.
+package cli
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/store/postgres"
+	"github.com/eventlog/eventlog/pkg/store/sqlite"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// Env is what a command gets from its process.
+type Env struct {
+	Getenv func(string) string
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// UsageError is a mistake in the command line: exit code 2.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// ExitCode maps an error to the process's exit code: 0 ok, 2 usage, 1 otherwise.
+func ExitCode(err error) int {
+	var u UsageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &u):
+		return 2
+	}
+	return 1
+}
+
+// parse parses flags, turning mistakes into UsageErrors.
+func parse(fs *config.FlagSet, args []string, env Env) error {
+	if err := fs.Parse(args, env.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return UsageError{err}
+	}
+	return nil
+}
+
+// kafkaFlags are the flags of a command that talks to Kafka.
+type kafkaFlags struct {
+	brokers     config.List
+	prefix      string
+	partitions  int
+	replication int
+}
+
+func (k *kafkaFlags) register(fs *config.FlagSet, defaultBrokers string) {
+	k.brokers = config.List{defaultBrokers}
+	fs.Var(&k.brokers, "kafka-brokers", "Kafka seed brokers, host:port[,host:port...]")
+	fs.StringVar(&k.prefix, "topic-prefix", wire.DefaultPrefix, "prefix of every Kafka topic name")
+	fs.IntVar(&k.partitions, "partitions", 4, "partitions of topics eventlog creates (scale writers and projectors up to this)")
+	fs.IntVar(&k.replication, "replication-factor", -1, "replication factor of topics eventlog creates (-1: the broker's default)")
+}
+
+func (k *kafkaFlags) check() error {
+	if len(k.brokers) == 0 {
+		return errors.New("-kafka-brokers is empty: name at least one host:port")
+	}
+	for _, b := range k.brokers {
+		if !strings.Contains(b, ":") {
+			return fmt.Errorf("-kafka-brokers: %q must be host:port", b)
+		}
+	}
+	if k.partitions < 1 || k.partitions > 10000 {
+		return fmt.Errorf("-partitions must be from 1 to 10000, got %d", k.partitions)
+	}
+	return wire.Topics{Prefix: k.prefix}.Validate()
+}
+
+func (k *kafkaFlags) service(log *slog.Logger) service.Kafka {
+	return service.Kafka{
+		ClientOptions:     []kgo.Opt{kgo.SeedBrokers(k.brokers...), kgo.WithLogger(kafka.NewLogger(log))},
+		Topics:            wire.Topics{Prefix: k.prefix},
+		Partitions:        int32(k.partitions),
+		ReplicationFactor: int16(k.replication),
+	}
+}
+
+// storeFlags choose the store: PostgreSQL if a DSN is given, else SQLite.
+type storeFlags struct {
+	dsn     string
+	sqlite  string
+	schema  string
+	migrate bool
+}
+
+func (s *storeFlags) register(fs *config.FlagSet, defaultSQLite string) {
+	fs.StringVar(&s.dsn, "postgres-dsn", "", "PostgreSQL DSN (postgres://user:pass@host:5432/db?sslmode=...); empty uses SQLite")
+	fs.StringVar(&s.sqlite, "sqlite-path", defaultSQLite, "SQLite database file, used when -postgres-dsn is empty")
+	fs.StringVar(&s.schema, "postgres-schema", "public", "PostgreSQL schema of eventlog's tables")
+	fs.BoolVar(&s.migrate, "migrate", true, "apply database migrations at start (else run 'eventlog migrate' first)")
+	fs.Secret("postgres-dsn")
+}
+
+// open opens the store. close releases it.
+func (s *storeFlags) open(ctx context.Context, log *slog.Logger) (b service.Backend, close func(), err error) {
+	if s.dsn != "" {
+		pool, err := postgres.Connect(ctx, s.dsn)
+		if err != nil {
+			return b, nil, fmt.Errorf("-postgres-dsn: %w", err)
+		}
+		rec, err := postgres.New(ctx, pool, postgres.Options{Schema: s.schema, Migrate: s.migrate, Logger: log})
+		if err != nil {
+			pool.Close()
+			return b, nil, err
+		}
+		b = service.Backend{Recorder: rec, Snapshots: rec, Locker: rec, Name: "postgres"}
+		return b, func() { rec.Close(); pool.Close() }, nil
+	}
+	if s.sqlite == "" {
+		return b, nil, errors.New("no store: give -postgres-dsn or -sqlite-path")
+	}
+	if dir := filepath.Dir(s.sqlite); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return b, nil, fmt.Errorf("-sqlite-path: %w", err)
+		}
+	}
+	rec, err := sqlite.Open(ctx, s.sqlite, sqlite.Options{Logger: log})
+	if err != nil {
+		return b, nil, fmt.Errorf("-sqlite-path: %w", err)
+	}
+	b = service.Backend{Recorder: rec, Snapshots: rec, Locker: kafka.NewLocalLock(), Name: "sqlite:" + s.sqlite}
+	return b, func() { rec.Close() }, nil
+}
+
+// codecFlags set compression and encryption of new events.
+type codecFlags struct {
+	compress int
+	keyFile  string
+	key      string
+}
+
+func (c *codecFlags) register(fs *config.FlagSet) {
+	fs.IntVar(&c.compress, "compress-min", 0, "zstd-compress event states of at least this many bytes (0: never)")
+	fs.StringVar(&c.keyFile, "cipher-key-file", "", "file holding a 32-byte AES-256 key as 64 hex digits: encrypt event states")
+	fs.StringVar(&c.key, "cipher-key", "", "the AES-256 key as 64 hex digits (prefer -cipher-key-file)")
+	fs.Secret("cipher-key")
+}
+
+func (c *codecFlags) options() ([]events.MapperOption, error) {
+	var opts []events.MapperOption
+	if c.compress < 0 {
+		return nil, errors.New("-compress-min must not be negative")
+	}
+	if c.compress > 0 {
+		opts = append(opts, events.WithCompression(c.compress))
+	}
+	key := c.key
+	if c.keyFile != "" {
+		b, err := os.ReadFile(c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-cipher-key-file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if key != "" {
+		raw, err := hex.DecodeString(key)
+		if err != nil || len(raw) != 32 {
+			return nil, errors.New("the cipher key must be 64 hex digits (32 bytes); make one with: openssl rand -hex 32")
+		}
+		ciph, err := events.NewAESCipher(raw)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, events.WithCipher(ciph))
+	}
+	return opts, nil
+}
+
+// logFlags set up logging.
+type logFlags struct {
+	level  string
+	format string
+}
+
+func (l *logFlags) register(fs *config.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", "text", "text or json")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not debug, info, warn or error", l.level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch l.format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", l.format)
+}
+
+// shutdownTimeout bounds a graceful shutdown.
+const shutdownTimeout = 30 * time.Second

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"context"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
+	"github.com/eventlog/eventlog/internal/service"
+)
+
+// Writer runs the writer service: it consumes commands from Kafka, appends their
+// events to the store in one transaction with the command's result and offset,
+// relays the store's log to Kafka, and serves the entity API.
+func Writer(ctx context.Context, args []string, env Env) error {
+	fs := config.New("writer", "Consume commands from Kafka, store their events, publish them, and serve entities over HTTP.", env.Stderr)
+	var (
+		k        kafkaFlags
+		s        storeFlags
+		c        codecFlags
+		l        logFlags
+		entities = config.List{"example"}
+		httpAddr string
+		group    string
+		noRelay  bool
+		cache    int
+		snapN    int64
+	)
+	k.register(fs, "127.0.0.1:9092")
+	s.register(fs, ".eventlog/eventlog.db")
+	c.register(fs)
+	l.register(fs)
+	fs.Var(&entities, "entities", "entity types the writer accepts commands for, comma-separated")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (entities, commands, /healthz, /readyz, /metrics)")
+	fs.StringVar(&group, "group", "eventlog-writer", "Kafka consumer group of the writers")
+	fs.BoolVar(&noRelay, "no-relay", false, "do not run the relay here (another process publishes the store's log)")
+	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
+	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	mopts, err := c.options()
+	if err != nil {
+		return UsageError{err}
+	}
+	log, err := l.logger(env.Stderr)
+	if err != nil {
+		return UsageError{err}
+	}
+	ln, err := listen(httpAddr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	backend, closeStore, err := s.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	reg := metrics.New()
+	w, err := service.NewWriter(ctx, service.WriterConfig{
+		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
+		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg,
+	})
+	if err != nil {
+		return err
+	}
+	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
+	w.API(api)
+	log.Info("writer started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", entities.String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
+	err = g.Wait()
+	log.Info("writer stopped")
+	return err
+}
