@@ -23,7 +23,9 @@ func EnvName(flagName string) string {
 // A FlagSet is a flag.FlagSet whose flags have environment fallbacks.
 type FlagSet struct {
 	*flag.FlagSet
-	secret map[string]bool
+	// Positional allows arguments after the flags (fs.Args()).
+	Positional bool
+	secret     map[string]bool
 }
 
 // New returns a flag set for a program or subcommand.
@@ -77,7 +79,7 @@ func (fs *FlagSet) Parse(args []string, getenv func(string) string) error {
 			errs = append(errs, fmt.Errorf("%s=%s: %v", EnvName(f.Name), shown, err))
 		}
 	})
-	if fs.NArg() > 0 {
+	if fs.NArg() > 0 && !fs.Positional {
 		errs = append(errs, fmt.Errorf("unexpected argument %q (flags start with '-'; see -h)", fs.Arg(0)))
 	}
 	return errors.Join(errs...)

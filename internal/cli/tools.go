@@ -1,0 +1,368 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// attrFlag collects --attr name=value; a value that is valid JSON is taken as
+// JSON, anything else as a string.
+type attrFlag map[string]json.RawMessage
+
+func (a attrFlag) String() string { return "" }
+
+func (a attrFlag) Set(v string) error {
+	name, val, ok := strings.Cut(v, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want name=value, got %q", v)
+	}
+	if json.Valid([]byte(val)) {
+		a[name] = json.RawMessage(val)
+	} else {
+		b, _ := json.Marshal(val)
+		a[name] = b
+	}
+	return nil
+}
+
+// Send builds a command from flags and produces it to Kafka.
+func Send(ctx context.Context, args []string, env Env) error {
+	fs := config.New("eventlog send", "Send a command over Kafka. Example:\n  eventlog send --type create --entity example --attr foo=bar --wait", env.Stderr)
+	var (
+		k        kafkaFlags
+		typ, ent string
+		id       string
+		expected int64
+		wait     bool
+		timeout  time.Duration
+		asJSON   bool
+		attrs    = attrFlag{}
+	)
+	k.register(fs, "127.0.0.1:9092")
+	fs.StringVar(&typ, "type", "create", "command type: create, update, discard or a custom one")
+	fs.StringVar(&ent, "entity", "example", "entity type")
+	fs.StringVar(&id, "id", "", "entity id (a new one for create if empty)")
+	fs.Var(attrs, "attr", "attribute name=value (repeatable); JSON values are kept as JSON, others are strings")
+	fs.Int64Var(&expected, "expected-version", -1, "apply only if the entity is at this version (0: must not exist)")
+	fs.BoolVar(&wait, "wait", true, "wait for the command's result")
+	fs.DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for the result")
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	cmd := wire.Command{CommandID: uuid.New(), Type: typ, Entity: ent}
+	switch {
+	case id != "":
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return UsageError{fmt.Errorf("-id %q is not a UUID", id)}
+		}
+		cmd.EntityID = u
+	case typ == wire.TypeCreate:
+		cmd.EntityID = uuid.New()
+	default:
+		return UsageError{fmt.Errorf("-id is required for a %s command", typ)}
+	}
+	if expected >= 0 {
+		cmd.ExpectedVersion = &expected
+	}
+	if len(attrs) > 0 {
+		cmd.Data, _ = json.Marshal(map[string]json.RawMessage(attrs))
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	topics := wire.Topics{Prefix: k.prefix}
+	if !wait {
+		b, _ := json.Marshal(cmd)
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(cmd.EntityID.String()), Value: b}).FirstErr(); err != nil {
+			return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: eventlog dev)", k.brokers, err)
+		}
+		return printSent(env, cmd, asJSON)
+	}
+	c, err := kafka.NewCommander(cl, kafka.CommanderConfig{Topics: topics, ClientOptions: []kgo.Opt{kgo.SeedBrokers(k.brokers...)}})
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	res, err := c.Do(ctx, cmd)
+	stop()
+	<-done
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("no result for command %s within %s: is a writer running? (eventlog dev runs one)", cmd.CommandID, timeout)
+		}
+		return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: eventlog dev)", k.brokers, err)
+	}
+	if asJSON {
+		return json.NewEncoder(env.Stdout).Encode(res)
+	}
+	fmt.Fprintf(env.Stdout, "%s: %s %s %s, version %d", res.Status, typ, ent, res.EntityID, res.Version)
+	if len(res.Positions) > 0 {
+		fmt.Fprintf(env.Stdout, ", events at positions %v", res.Positions)
+	}
+	if res.Error != "" {
+		fmt.Fprintf(env.Stdout, "\n  reason: %s", res.Error)
+	}
+	fmt.Fprintln(env.Stdout)
+	if res.Status != wire.StatusAccepted {
+		return fmt.Errorf("command %s", res.Status)
+	}
+	return nil
+}
+
+func printSent(env Env, cmd wire.Command, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(env.Stdout).Encode(cmd)
+	}
+	fmt.Fprintf(env.Stdout, "sent %s %s %s (command %s)\n", cmd.Type, cmd.Entity, cmd.EntityID, cmd.CommandID)
+	return nil
+}
+
+// apiGet GETs a path of the HTTP API into v.
+func apiGet(ctx context.Context, base, path string, v any) error {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+path, nil)
+	if err != nil {
+		return UsageError{fmt.Errorf("-http-addr: %v", err)}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach eventlog's HTTP API at %s: %v (is eventlog dev or a writer running? check -http-addr)", base, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		_ = json.Unmarshal(body, &e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	return json.Unmarshal(body, v)
+}
+
+func entityArgs(fs *config.FlagSet) (string, uuid.UUID, error) {
+	if fs.NArg() != 2 {
+		return "", uuid.Nil, UsageError{errors.New("want <entity> <id>, for example: example 5b0c...")}
+	}
+	id, err := uuid.Parse(fs.Arg(1))
+	if err != nil {
+		return "", uuid.Nil, UsageError{fmt.Errorf("%q is not a UUID", fs.Arg(1))}
+	}
+	return fs.Arg(0), id, nil
+}
+
+// parseWithArgs parses flags that may come before, between or after positional
+// arguments ("get example <id> --version 2").
+func parseWithArgs(fs *config.FlagSet, args []string, env Env) error {
+	fs.Positional = true
+	var pos, flags []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			flags = append(flags, a)
+			if !strings.Contains(a, "=") && i+1 < len(args) && !isBoolFlag(fs, a) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		pos = append(pos, a)
+	}
+	return parse(fs, append(append(flags, "--"), pos...), env)
+}
+
+func isBoolFlag(fs *config.FlagSet, arg string) bool {
+	f := fs.Lookup(strings.TrimLeft(arg, "-"))
+	if f == nil {
+		return false
+	}
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// Get shows an entity rebuilt from its events.
+func Get(ctx context.Context, args []string, env Env) error {
+	fs := config.New("eventlog get <entity> <id>", "Show an entity rebuilt from its events (through the HTTP API).", env.Stderr)
+	var (
+		addr    string
+		version int64
+		asJSON  bool
+	)
+	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "eventlog's HTTP API")
+	fs.Int64Var(&version, "version", 0, "show the entity as it was at this version")
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	if err := parseWithArgs(fs, args, env); err != nil {
+		return err
+	}
+	typ, id, err := entityArgs(fs)
+	if err != nil {
+		return err
+	}
+	path := "/v1/entities/" + url.PathEscape(typ) + "/" + id.String()
+	if version > 0 {
+		path += "?version=" + strconv.FormatInt(version, 10)
+	}
+	var e httpapi.EntityJSON
+	if err := apiGet(ctx, addr, path, &e); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(env.Stdout).Encode(e)
+	}
+	fmt.Fprintf(env.Stdout, "%s %s  version %d\n", e.Entity, e.ID, e.Version)
+	names := make([]string, 0, len(e.Attributes))
+	for n := range e.Attributes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(env.Stdout, "  %s = %s\n", n, e.Attributes[n])
+	}
+	return nil
+}
+
+// Events lists the stored events of one entity.
+func Events(ctx context.Context, args []string, env Env) error {
+	fs := config.New("eventlog events <entity> <id>", "List the stored events of one entity (through the HTTP API).", env.Stderr)
+	var (
+		addr   string
+		asJSON bool
+	)
+	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "eventlog's HTTP API")
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	if err := parseWithArgs(fs, args, env); err != nil {
+		return err
+	}
+	typ, id, err := entityArgs(fs)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		Events []httpapi.EventJSON `json:"events"`
+	}
+	if err := apiGet(ctx, addr, "/v1/entities/"+url.PathEscape(typ)+"/"+id.String()+"/events", &out); err != nil {
+		return err
+	}
+	if asJSON {
+		return json.NewEncoder(env.Stdout).Encode(out)
+	}
+	for _, e := range out.Events {
+		fmt.Fprintf(env.Stdout, "%3d  %-28s %s\n", e.Position, e.Topic, e.State)
+	}
+	return nil
+}
+
+// Tail follows events live from Kafka.
+func Tail(ctx context.Context, args []string, env Env) error {
+	fs := config.New("eventlog tail", "Follow events live from Kafka (every entity type, or one).", env.Stderr)
+	var (
+		k         kafkaFlags
+		ent       string
+		fromStart bool
+		limit     int
+		asJSON    bool
+	)
+	k.register(fs, "127.0.0.1:9092")
+	fs.StringVar(&ent, "entity", "", "only this entity type")
+	fs.BoolVar(&fromStart, "from-start", false, "start at the oldest event instead of now")
+	fs.IntVar(&limit, "n", 0, "stop after this many events (0: follow until interrupted)")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object per event")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	topics := wire.Topics{Prefix: k.prefix}
+	opts := []kgo.Opt{kgo.SeedBrokers(k.brokers...), kgo.MetadataMinAge(time.Second)}
+	if ent != "" {
+		opts = append(opts, kgo.ConsumeTopics(topics.Events(ent)))
+	} else {
+		opts = append(opts, kgo.ConsumeRegex(), kgo.ConsumeTopics("^"+strings.ReplaceAll(topics.Events(""), ".", `\.`)+".+"))
+	}
+	if fromStart {
+		opts = append(opts, kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	} else {
+		opts = append(opts, kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	enc := json.NewEncoder(env.Stdout)
+	n := 0
+	for ctx.Err() == nil {
+		fetches := cl.PollFetches(ctx)
+		for _, e := range fetches.Errors() {
+			if !errors.Is(e.Err, context.Canceled) {
+				fmt.Fprintf(env.Stderr, "tail: %s: %v\n", e.Topic, e.Err)
+			}
+		}
+		for _, r := range fetches.Records() {
+			no, err := kafka.EventOf(kafka.RecordOf(r))
+			if err != nil {
+				fmt.Fprintf(env.Stderr, "tail: skipping a record of %s: %v\n", r.Topic, err)
+				continue
+			}
+			if asJSON {
+				_ = enc.Encode(httpapi.EventJSON{NotificationID: no.ID, SequenceID: no.SequenceID, Position: no.Position, Topic: no.Topic, Codec: no.Codec, State: jsonOrNull(no.State)})
+			} else {
+				fmt.Fprintf(env.Stdout, "%-28s %s@%d  %s\n", no.Topic, no.SequenceID, no.Position, printable(no.State))
+			}
+			if n++; limit > 0 && n >= limit {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+func jsonOrNull(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	return json.RawMessage(`null`)
+}
+
+func printable(b []byte) string {
+	if json.Valid(b) {
+		return string(b)
+	}
+	return fmt.Sprintf("(%d bytes, encoded)", len(b))
+}
