@@ -100,6 +100,9 @@ func (c *Commander) Run(ctx context.Context) error {
 	if err != nil {
 		c.readyErr = err
 		close(c.ready)
+		if ctx.Err() != nil {
+			return nil // stopped before it started: not a failure
+		}
 		return err
 	}
 	defer cl.Close()
