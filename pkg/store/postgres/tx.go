@@ -1,0 +1,146 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventlog/eventlog/pkg/store"
+)
+
+// tx is the store.Tx of InTx.
+type tx struct {
+	r  *Recorder
+	tx pgx.Tx
+	// next is the ordinal of the next item this transaction inserts; an item's
+	// notification id is (xid << 20) + its ordinal.
+	next int64
+	// failed, once set, makes InTx roll back and return it whatever fn returns:
+	// a tracking conflict, or an error that left the transaction unusable.
+	failed error
+}
+
+// PgxTx returns the pgx transaction under a store.Tx that InTx passed, for
+// PostgreSQL-specific work (read models, for example) that must commit with it.
+// A statement that fails through it aborts the whole transaction.
+func PgxTx(t store.Tx) (pgx.Tx, bool) {
+	if t, ok := t.(*tx); ok {
+		return t.tx, true
+	}
+	return nil, false
+}
+
+// InTx runs fn in one transaction (READ COMMITTED) and commits if fn returns
+// nil. If fn returns an error it is returned as is, after rolling back. If a
+// SetTracking call inside failed, or a call left the transaction unusable, InTx
+// rolls back and returns that error even if fn ignored it. A commit that fails
+// is returned wrapped; if the connection broke during the commit the outcome is
+// unknown.
+func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) (err error) {
+	if r.closed.Load() {
+		return store.ErrClosed
+	}
+	ptx, err := r.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return fmt.Errorf("postgres: begin: %w", err)
+	}
+	t := &tx{r: r, tx: ptx}
+	committed := false
+	defer func() {
+		if !committed {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+			defer cancel()
+			_ = ptx.Rollback(rctx) // a broken connection is discarded by the pool
+		}
+	}()
+	if err := fn(t); err != nil {
+		return err
+	}
+	if t.failed != nil {
+		return t.failed
+	}
+	if err := ptx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// InsertEvents appends items inside the transaction. A taken position fails
+// the call with a *store.ConflictError and writes none of its items, but the
+// transaction stays usable (one conflicting command of a group commit does not
+// fail the others).
+func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
+	if t.failed != nil {
+		return nil, t.failed
+	}
+	if err := store.ValidateItems(items); err != nil {
+		return nil, err
+	}
+	if len(items) == 0 {
+		return []int64{}, nil
+	}
+	if t.next+int64(len(items)) > store.MaxItemsPerAppend {
+		return nil, fmt.Errorf("%w: a transaction appends at most %d items", store.ErrInvalidItem, store.MaxItemsPerAppend)
+	}
+	b := newBatch(items, t.next)
+	first := t.next
+	t.next += int64(len(items))
+	res, err := t.r.execInsert(ctx, t.tx, t.r.q.insertTx, b)
+	if err != nil {
+		return nil, t.fail(fmt.Errorf("postgres: insert events: %w", err))
+	}
+	if err := res.logOrderError(); err != nil {
+		return nil, err // nothing was inserted; the transaction is fine
+	}
+	if res.inserted == int64(len(items)) {
+		return b.notificationIDs(res.base), nil
+	}
+	// Some position was taken: undo the rows this call did insert.
+	if _, err := t.tx.Exec(ctx, t.r.q.deleteRange, res.base+first, res.base+t.next-1); err != nil {
+		return nil, t.fail(fmt.Errorf("postgres: undo a partial insert: %w", err))
+	}
+	if !res.missing.id.Valid || res.missing.pos == nil {
+		return nil, t.fail(fmt.Errorf("postgres: insert events: %d of %d rows inserted", res.inserted, len(items)))
+	}
+	return nil, &store.ConflictError{SequenceID: res.missing.id.Bytes, Position: *res.missing.pos}
+}
+
+func (t *tx) fail(err error) error {
+	if t.failed == nil {
+		t.failed = err
+	}
+	return err
+}
+
+// SelectEvents reads inside the transaction, seeing its own writes.
+func (t *tx) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q store.Query) ([]store.SequencedItem, error) {
+	if t.failed != nil {
+		return nil, t.failed
+	}
+	items, err := t.r.selectEvents(ctx, t.tx, sequenceID, q)
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	return items, nil
+}
+
+// SetTracking moves a tracking record forward with one upsert that updates
+// only if the stored position is lower. Otherwise it returns a
+// *store.TrackingConflictError and the transaction is rolled back whole, even
+// if fn ignores the error.
+func (t *tx) SetTracking(ctx context.Context, tr store.Tracking) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	var changed, stored int64
+	if err := t.tx.QueryRow(ctx, t.r.q.setTracking, tr.Name, tr.Topic, tr.Partition, tr.Position).Scan(&changed, &stored); err != nil {
+		return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
+	}
+	if changed == 0 {
+		return t.fail(&store.TrackingConflictError{Tracking: tr, Stored: stored})
+	}
+	return nil
+}
