@@ -437,3 +437,22 @@ func TestEmptyState(t *testing.T) {
 		t.Fatalf("empty states read back as %+v, %v", got, err)
 	}
 }
+
+func TestDSNRelativePath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.Mkdir("sub", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", sqlite.DSN("sub/x.db", sqlite.Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("CREATE TABLE t (x)"); err != nil {
+		t.Fatalf("relative path: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub", "x.db")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -232,6 +232,11 @@ func New(db *sql.DB, opts Options) (*Recorder, error) {
 // New. It sets busy_timeout and synchronous; Migrate sets WAL mode.
 func DSN(path string, opts Options) string {
 	opts.setDefaults()
+	// A relative path would read as a URI authority ("file://dir/..."): make
+	// it absolute.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(path)}).String() + "?" + pragmas(opts, false)
 }
 
