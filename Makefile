@@ -33,5 +33,8 @@ lint: ## go vet and staticcheck (pinned)
 build: ## build the binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/...
 
+up: ## Kafka, PostgreSQL, writer and projector in containers (needs Docker)
+	docker compose up -d --wait
+
 clean: ## remove build output and the embedded mode's data
 	rm -rf bin .eventlog

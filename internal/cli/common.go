@@ -148,7 +148,7 @@ func (s *storeFlags) open(ctx context.Context, log *slog.Logger) (b service.Back
 	if err != nil {
 		return b, nil, fmt.Errorf("-sqlite-path: %w", err)
 	}
-	b = service.Backend{Recorder: rec, Snapshots: rec, Locker: kafka.NewLocalLock(), Name: "sqlite:" + s.sqlite}
+	b = service.Backend{Recorder: rec, Snapshots: rec, Locker: kafka.NewLocalLock(), Name: "sqlite:" + s.sqlite, SQLitePath: s.sqlite}
 	return b, func() { rec.Close() }, nil
 }
 

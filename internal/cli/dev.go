@@ -100,8 +100,13 @@ func Dev(ctx context.Context, args []string, env Env) error {
 	return err
 }
 
+type (
+	eventsMapperOption = events.MapperOption
+	promRegistry       = prometheus.Registry
+)
+
 // devProjector, when set, adds the projector to the embedded mode.
-var devProjector func(ctx context.Context, b service.Backend, k service.Kafka, entities []string, mopts []events.MapperOption, log *slog.Logger, reg *prometheus.Registry, api *httpapi.Server) (func(context.Context) error, error)
+var devProjector func(ctx context.Context, b service.Backend, k service.Kafka, entities []string, mopts []eventsMapperOption, log *slog.Logger, reg *promRegistry, api *httpapi.Server) (func(context.Context) error, error)
 
 func printBanner(env Env, brokerAddr, httpAddr, dataDir, store string) {
 	host, port, _ := net.SplitHostPort(httpAddr)

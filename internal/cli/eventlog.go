@@ -25,6 +25,7 @@ func commands() map[string]command {
 		"events":  {Events, "list the stored events of one entity"},
 		"tail":    {Tail, "follow events live from Kafka"},
 		"version": {Version, "print the version"},
+		"health":  {Health, "check that a running service is ready (for container health checks)"},
 	}
 }
 

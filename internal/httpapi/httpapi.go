@@ -88,7 +88,7 @@ type Server struct {
 	Ready          []ReadinessCheck
 	Metrics        http.Handler
 	// Extra routes (the projector's read models, for example).
-	Extra func(mux *http.ServeMux)
+	Extra func(mux *Mux)
 }
 
 // Handler returns the routes.

@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/eventlog/eventlog/pkg/command"
 	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/projection"
 )
 
 // New returns a registry with the Go runtime and process collectors.
@@ -90,9 +92,10 @@ func Relay(r prometheus.Registerer, stats func() kafka.RelayStats) {
 	})
 }
 
-// Consumer registers a consumer's metrics under a role label ("writer", "projector").
-func Consumer(r prometheus.Registerer, role string, stats func() kafka.ConsumerStats) {
-	l := prometheus.Labels{"role": role}
+// Consumer registers a consumer's metrics, labelled with its role ("writer",
+// "projector") and name (its tracking name).
+func Consumer(r prometheus.Registerer, role, name string, stats func() kafka.ConsumerStats) {
+	l := prometheus.Labels{"role": role, "name": name}
 	counter(r, "eventlog_consumer_batches_total", "Batches handled.", l, func() float64 { return float64(stats().Batches) })
 	counter(r, "eventlog_consumer_records_total", "Records handled.", l, func() float64 { return float64(stats().Records) })
 	counter(r, "eventlog_consumer_retries_total", "Failed batch attempts retried.", l, func() float64 { return float64(stats().Retries) })
@@ -105,4 +108,47 @@ func Since(t time.Time) float64 {
 		return 0
 	}
 	return time.Since(t).Seconds()
+}
+
+// Projection registers a projection runner's metrics.
+func Projection(r prometheus.Registerer, name string, stats func() projection.Stats) {
+	l := prometheus.Labels{"projection": name}
+	counter(r, "eventlog_projection_applied_total", "Events applied to the policy.", l, func() float64 { return float64(stats().Applied) })
+	counter(r, "eventlog_projection_duplicates_total", "Events skipped by the position guard (already applied).", l, func() float64 { return float64(stats().Duplicates) })
+	counter(r, "eventlog_projection_repaired_total", "Events read from the store to fill gaps.", l, func() float64 { return float64(stats().Repaired) })
+	counter(r, "eventlog_projection_dead_letters_total", "Poison events dead-lettered.", l, func() float64 { return float64(stats().DeadLetters) })
+	counter(r, "eventlog_projection_batches_total", "Batches committed.", l, func() float64 { return float64(stats().Batches) })
+}
+
+// PartitionLag is one projection's lag on one partition.
+type PartitionLag struct {
+	Projection, Topic string
+	Partition         int32
+	Lag               int64
+	Seconds           float64
+}
+
+type lagCollector struct {
+	lag              func() []PartitionLag
+	offsets, seconds *prometheus.Desc
+}
+
+// Lag registers per-partition lag gauges, in records and in seconds.
+func Lag(r prometheus.Registerer, lag func() []PartitionLag) {
+	labels := []string{"projection", "topic", "partition"}
+	r.MustRegister(&lagCollector{
+		lag:     lag,
+		offsets: prometheus.NewDesc("eventlog_projection_lag_records", "Records on the partition not yet applied.", labels, nil),
+		seconds: prometheus.NewDesc("eventlog_projection_lag_seconds", "How long the partition has had lag without progress.", labels, nil),
+	})
+}
+
+func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.offsets; ch <- c.seconds }
+
+func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c.lag() {
+		p := strconv.Itoa(int(l.Partition))
+		ch <- prometheus.MustNewConstMetric(c.offsets, prometheus.GaugeValue, float64(l.Lag), l.Projection, l.Topic, p)
+		ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.GaugeValue, l.Seconds, l.Projection, l.Topic, p)
+	}
 }

@@ -32,6 +32,8 @@ type Backend struct {
 	Locker kafka.Locker
 	// Name says what it is, for logs ("sqlite:/path", "postgres:host/db").
 	Name string
+	// SQLitePath is the database file of a SQLite backend.
+	SQLitePath string
 }
 
 // Ready checks the backend can answer.
@@ -158,7 +160,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	if cfg.Metrics != nil {
-		metrics.Consumer(cfg.Metrics, "writer", w.consumer.Stats)
+		metrics.Consumer(cfg.Metrics, "writer", w.writer.TrackingName(), w.consumer.Stats)
 		if w.relay != nil {
 			metrics.Relay(cfg.Metrics, w.relay.Stats)
 		}

@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
+	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
+	"github.com/eventlog/eventlog/pkg/store/postgres"
+)
+
+func init() {
+	extra["projector"] = command{Projector, "run the projector service (read models, persistence policy)"}
+}
+
+// readModelFor returns the read model kept in the backend's database.
+// close releases what the read model holds of its own.
+func readModelFor(ctx context.Context, b service.Backend, entities []string) (rm service.ReadModel, close func(), err error) {
+	switch rec := b.Recorder.(type) {
+	case *postgres.Recorder:
+		rm, err := pgreadmodel.New(rec.Pool(), pgreadmodel.Options{Types: entities, Schema: rec.Options().Schema})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := rm.Migrate(ctx); err != nil {
+			return nil, nil, err
+		}
+		return rm, func() {}, nil
+	}
+	return sqliteReadModel(ctx, b, entities)
+}
+
+// Projector runs the projector service.
+func Projector(ctx context.Context, args []string, env Env) error {
+	fs := config.New("projector", "Consume events from Kafka and keep read models (and a persistent copy) current, exactly once in effect.", env.Stderr)
+	var (
+		k                         kafkaFlags
+		s                         storeFlags
+		persist                   storeFlags
+		c                         codecFlags
+		l                         logFlags
+		entities                  = config.List{"example"}
+		httpAddr, group, policies string
+	)
+	k.register(fs, "127.0.0.1:9092")
+	s.register(fs, ".eventlog/eventlog.db")
+	fs.StringVar(&persist.dsn, "persist-postgres-dsn", "", "persistence policy: copy every event into the store at this PostgreSQL DSN")
+	fs.StringVar(&persist.schema, "persist-postgres-schema", "public", "schema of the persistence policy's PostgreSQL store")
+	fs.StringVar(&persist.sqlite, "persist-sqlite-path", "", "persistence policy: copy every event into this SQLite file")
+	fs.Secret("persist-postgres-dsn")
+	c.register(fs)
+	l.register(fs)
+	fs.Var(&entities, "entities", "entity types to project, comma-separated")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (read models, projections, /healthz, /readyz, /metrics)")
+	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
+	fs.StringVar(&policies, "read-model", "on", "keep the read model: on or off")
+	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	if policies != "on" && policies != "off" {
+		return UsageError{fmt.Errorf("-read-model must be on or off, got %q", policies)}
+	}
+	if policies == "off" && persist.dsn == "" && persist.sqlite == "" {
+		return UsageError{errors.New("nothing to do: -read-model off and no -persist-postgres-dsn or -persist-sqlite-path")}
+	}
+	mopts, err := c.options()
+	if err != nil {
+		return UsageError{err}
+	}
+	log, err := l.logger(env.Stderr)
+	if err != nil {
+		return UsageError{err}
+	}
+	ln, err := listen(httpAddr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	s.migrate = true
+	backend, closeStore, err := s.open(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log}
+	if persist.dsn != "" || persist.sqlite != "" {
+		persist.migrate = true
+		pb, closePersist, err := persist.open(ctx, log)
+		if err != nil {
+			return fmt.Errorf("persistence store: %w", err)
+		}
+		defer closePersist()
+		cfg.Persistence = &pb
+	}
+	reg := metrics.New()
+	cfg.Metrics = reg
+	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
+	run, err := startProjector(ctx, cfg, policies == "on", api)
+	if err != nil {
+		return err
+	}
+	log.Info("projector started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", entities.String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return run(gctx) })
+	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
+	err = g.Wait()
+	log.Info("projector stopped")
+	return err
+}
+
+// startProjector builds the projector service and adds its API to api.
+func startProjector(ctx context.Context, cfg service.ProjectorConfig, readModel bool, api *httpapi.Server) (func(context.Context) error, error) {
+	closeRM := func() {}
+	if readModel {
+		rm, c, err := readModelFor(ctx, cfg.Backend, cfg.Entities)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ReadModel, closeRM = rm, c
+	}
+	p, err := service.NewProjector(ctx, cfg)
+	if err != nil {
+		closeRM()
+		return nil, err
+	}
+	p.API(api)
+	return func(ctx context.Context) error {
+		defer closeRM()
+		return p.Run(ctx)
+	}, nil
+}
+
+func init() {
+	devProjector = func(ctx context.Context, b service.Backend, k service.Kafka, entities []string, mopts []eventsMapperOption, log *slog.Logger, reg *promRegistry, api *httpapi.Server) (func(context.Context) error, error) {
+		return startProjector(ctx, service.ProjectorConfig{Backend: b, Kafka: k, Entities: entities, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
+	}
+}

@@ -1,0 +1,292 @@
+package service
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
+	"github.com/eventlog/eventlog/pkg/entity"
+	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/projection"
+	"github.com/eventlog/eventlog/pkg/projection/readmodel"
+)
+
+// A ReadModel keeps the generic entity's state queryable (pgreadmodel, or the
+// SQLite one) and is the policy that keeps it current.
+type ReadModel interface {
+	projection.Policy
+	Get(ctx context.Context, typ string, id uuid.UUID) (readmodel.Row, error)
+	List(ctx context.Context, typ string, q readmodel.Query) ([]readmodel.Row, error)
+}
+
+// ProjectorConfig configures a projector service.
+type ProjectorConfig struct {
+	// Backend is where the read model, its tracking and its dead letters are
+	// committed together; it is also the source that fills gaps.
+	Backend  Backend
+	Kafka    Kafka
+	Entities []string
+	// ReadModel is the read-model policy. Nil runs no read model.
+	ReadModel ReadModel
+	// Persistence, if set, receives a copy of every event (the persistence
+	// policy), with its own tracking there.
+	Persistence *Backend
+	// Group prefixes the consumer groups (default "eventlog-projector").
+	Group         string
+	MapperOptions []events.MapperOption
+	// StallAfter makes /readyz fail when a partition has lag and no progress
+	// for this long (default 60s).
+	StallAfter time.Duration
+	Log        *slog.Logger
+	Metrics    prometheus.Registerer
+}
+
+type projectionRun struct {
+	runner   *projection.Runner
+	consumer *kafka.Consumer
+}
+
+// Projector is the projector service.
+type Projector struct {
+	cfg    ProjectorConfig
+	runs   []projectionRun
+	topics []string
+	admin  *kadm.Client
+	client *kgo.Client
+
+	mu  sync.Mutex
+	lag map[string]*partitionLag // by name/topic/partition
+}
+
+// PartitionLag is how far one projection is behind on one partition.
+type PartitionLag struct {
+	Projection string  `json:"projection"`
+	Topic      string  `json:"topic"`
+	Partition  int32   `json:"partition"`
+	Position   int64   `json:"position"`   // the last offset applied (-1: none)
+	EndOffset  int64   `json:"end_offset"` // the next offset Kafka will write
+	Lag        int64   `json:"lag"`        // records not yet applied
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+type partitionLag struct {
+	PartitionLag
+	lastMove time.Time
+}
+
+// NewProjector builds the projector service.
+func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Group == "" {
+		cfg.Group = "eventlog-projector"
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = time.Minute
+	}
+	if len(cfg.Entities) == 0 {
+		return nil, errors.New("no entity types: name at least one (--entities example)")
+	}
+	if cfg.ReadModel == nil && cfg.Persistence == nil {
+		return nil, errors.New("no policy: run the read model, the persistence policy, or both")
+	}
+	reg := events.NewRegistry()
+	for _, typ := range cfg.Entities {
+		if err := entity.Register(reg, typ); err != nil {
+			return nil, fmt.Errorf("entity type %q: %w", typ, err)
+		}
+	}
+	mapper := events.NewMapper(reg, cfg.MapperOptions...)
+	p := &Projector{cfg: cfg, lag: make(map[string]*partitionLag)}
+	for _, typ := range cfg.Entities {
+		p.topics = append(p.topics, cfg.Kafka.Topics.Events(typ))
+	}
+	var err error
+	p.client, err = kgo.NewClient(cfg.Kafka.ClientOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	p.admin = kadm.NewClient(p.client)
+	if err := ensureTopics(ctx, p.admin, p.topics, cfg.Kafka); err != nil {
+		p.client.Close()
+		return nil, err
+	}
+	add := func(name string, target Backend, policy projection.Policy, source projection.Source) error {
+		r, err := projection.NewRunner(target.Recorder, projection.Config{
+			Name: name, Policy: policy, Mapper: mapper, Source: source, Logger: cfg.Log,
+		})
+		if err != nil {
+			return err
+		}
+		c, err := kafka.NewConsumer(kafka.ConsumerConfig{
+			Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
+		}, r, r)
+		if err != nil {
+			return err
+		}
+		p.runs = append(p.runs, projectionRun{runner: r, consumer: c})
+		if cfg.Metrics != nil {
+			metrics.Consumer(cfg.Metrics, "projector", name, c.Stats)
+			metrics.Projection(cfg.Metrics, name, r.Stats)
+		}
+		return nil
+	}
+	if cfg.ReadModel != nil {
+		if err := add("readmodel", cfg.Backend, cfg.ReadModel, cfg.Backend.Recorder); err != nil {
+			p.client.Close()
+			return nil, err
+		}
+	}
+	if cfg.Persistence != nil {
+		if err := add("persistence", *cfg.Persistence, projection.PersistencePolicy{}, cfg.Backend.Recorder); err != nil {
+			p.client.Close()
+			return nil, err
+		}
+	}
+	if cfg.Metrics != nil {
+		metrics.Lag(cfg.Metrics, func() []metrics.PartitionLag {
+			var out []metrics.PartitionLag
+			for _, l := range p.Lag() {
+				out = append(out, metrics.PartitionLag{Projection: l.Projection, Topic: l.Topic, Partition: l.Partition, Lag: l.Lag, Seconds: l.LagSeconds})
+			}
+			return out
+		})
+	}
+	return p, nil
+}
+
+// Run runs every projection until ctx ends.
+func (p *Projector) Run(ctx context.Context) error {
+	defer p.client.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	for _, r := range p.runs {
+		g.Go(func() error { return r.consumer.Run(ctx) })
+	}
+	g.Go(func() error {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			p.measureLag(ctx)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// measureLag compares each projection's tracking with the partitions' ends.
+func (p *Projector) measureLag(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ends, err := p.admin.ListEndOffsets(ctx, p.topics...)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	type key struct {
+		topic string
+		part  int32
+	}
+	var found []key
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err == nil {
+			found = append(found, key{o.Topic, o.Partition})
+		}
+	})
+	for _, r := range p.runs {
+		for _, k := range found {
+			end, _ := ends.Lookup(k.topic, k.part)
+			pos, err := r.runner.Tracking(ctx, r.runner.Name(), k.topic, k.part)
+			if err != nil {
+				return
+			}
+			id := fmt.Sprintf("%s/%s/%d", r.runner.Name(), k.topic, k.part)
+			p.mu.Lock()
+			l, ok := p.lag[id]
+			if !ok {
+				l = &partitionLag{PartitionLag: PartitionLag{Projection: r.runner.Name(), Topic: k.topic, Partition: k.part, Position: pos}, lastMove: now}
+				p.lag[id] = l
+			}
+			if pos != l.Position {
+				l.lastMove = now
+			}
+			l.Position, l.EndOffset = pos, end.Offset
+			l.Lag = max(end.Offset-(pos+1), 0)
+			if l.Lag == 0 {
+				l.lastMove = now
+				l.LagSeconds = 0
+			} else {
+				l.LagSeconds = now.Sub(l.lastMove).Seconds()
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// Lag returns the last measured lag of every projection and partition.
+func (p *Projector) Lag() []PartitionLag {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]PartitionLag, 0, len(p.lag))
+	for _, l := range p.lag {
+		out = append(out, l.PartitionLag)
+	}
+	slices.SortFunc(out, func(a, b PartitionLag) int {
+		return cmp.Or(cmp.Compare(a.Projection, b.Projection), cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return out
+}
+
+// Stats returns each projection's counters by name.
+func (p *Projector) Stats() map[string]projection.Stats {
+	out := make(map[string]projection.Stats)
+	for _, r := range p.runs {
+		out[r.runner.Name()] = r.runner.Stats()
+	}
+	return out
+}
+
+// stalled reports a partition with lag and no progress for StallAfter.
+func (p *Projector) stalled(ctx context.Context) error {
+	for _, l := range p.Lag() {
+		if l.Lag > 0 && l.LagSeconds > p.cfg.StallAfter.Seconds() {
+			return fmt.Errorf("projection %s is stalled on %s/%d: %d records behind, no progress for %.0fs",
+				l.Projection, l.Topic, l.Partition, l.Lag, l.LagSeconds)
+		}
+	}
+	return nil
+}
+
+// API adds the projector's routes and readiness checks to s.
+func (p *Projector) API(s *httpapi.Server) {
+	s.Ready = append(s.Ready, p.cfg.Backend.Ready, p.stalled)
+	prev := s.Extra
+	s.Extra = func(mux *httpapi.Mux) {
+		if prev != nil {
+			prev(mux)
+		}
+		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() }}
+		if p.cfg.ReadModel != nil {
+			rm.Model = p.cfg.ReadModel
+		}
+		rm.Routes(mux)
+	}
+}
