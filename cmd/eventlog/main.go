@@ -4,22 +4,6 @@
 // `eventlog -h` lists them.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/eventlog/eventlog/internal/cli"
 
-	"github.com/eventlog/eventlog/internal/cli"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := cli.Main(ctx, os.Args[1:], cli.Env{Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr})
-	if code := cli.ExitCode(err); code != 0 {
-		fmt.Fprintln(os.Stderr, "eventlog:", err)
-		os.Exit(code)
-	}
-}
+func main() { cli.Exec("eventlog", cli.Main) }

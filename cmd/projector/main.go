@@ -3,22 +3,6 @@
 // `projector -h` lists its flags and their EVENTLOG_* environment variables.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
+import "github.com/eventlog/eventlog/internal/cli"
 
-	"github.com/eventlog/eventlog/internal/cli"
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := cli.Projector(ctx, os.Args[1:], cli.Env{Getenv: os.Getenv, Stdout: os.Stdout, Stderr: os.Stderr})
-	if code := cli.ExitCode(err); code != 0 {
-		fmt.Fprintln(os.Stderr, "projector:", err)
-		os.Exit(code)
-	}
-}
+func main() { cli.Exec("projector", cli.Projector) }

@@ -275,7 +275,7 @@ func flip(it events.SequencedItem) events.SequencedItem {
 	return it
 }
 func withPosition(it events.SequencedItem, p int64) events.SequencedItem { it.Position = p; return it }
-func truncated(it events.SequencedItem) events.SequencedItem       { it.State = it.State[:5]; return it }
+func truncated(it events.SequencedItem) events.SequencedItem             { it.State = it.State[:5]; return it }
 func withCodec(it events.SequencedItem, c string) events.SequencedItem {
 	it.Codec = c
 	return it

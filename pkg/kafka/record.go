@@ -15,7 +15,7 @@ import (
 
 // ErrHeaders reports a consumed event record whose headers are missing or
 // malformed.
-var ErrHeaders = errors.New("kafka: bad event record headers")
+var ErrHeaders = wire.ErrHeaders
 
 // router maps notifications to Kafka records as the wire contract says.
 type router struct {
@@ -137,13 +137,12 @@ func (rt *router) bad(n *store.Notification, err error) *kgo.Record {
 }
 
 func eventHeaders(n *store.Notification) []kgo.RecordHeader {
-	return []kgo.RecordHeader{
-		{Key: wire.HeaderSequenceID, Value: []byte(n.SequenceID.String())},
-		{Key: wire.HeaderPosition, Value: strconv.AppendInt(nil, n.Position, 10)},
-		{Key: wire.HeaderTopic, Value: []byte(n.Topic)},
-		{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)},
-		{Key: wire.HeaderCodec, Value: []byte(n.Codec)},
+	hs := wire.EventHeaders(n.SequencedItem, n.ID)
+	out := make([]kgo.RecordHeader, len(hs))
+	for i, h := range hs {
+		out[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 	}
+	return out
 }
 
 // EventOf decodes a consumed event record (of a "<prefix>.events.<entity>"
@@ -152,46 +151,12 @@ func eventHeaders(n *store.Notification) []kgo.RecordHeader {
 // sequence-id, position, topic or notification-id header fails with an error
 // wrapping ErrHeaders; a missing codec header gives an empty codec.
 func EventOf(rec wire.Record) (store.Notification, error) {
-	var (
-		n                                    store.Notification
-		haveSeq, havePos, haveTopic, haveNID bool
-		err                                  error
-	)
-	for _, h := range rec.Headers {
-		switch h.Key {
-		case wire.HeaderSequenceID:
-			if n.SequenceID, err = uuid.ParseBytes(h.Value); err != nil {
-				return n, fmt.Errorf("%w: %s: %v", ErrHeaders, h.Key, err)
-			}
-			haveSeq = true
-		case wire.HeaderPosition:
-			if n.Position, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil {
-				return n, fmt.Errorf("%w: %s: %v", ErrHeaders, h.Key, err)
-			}
-			havePos = true
-		case wire.HeaderTopic:
-			n.Topic, haveTopic = string(h.Value), len(h.Value) > 0
-		case wire.HeaderNotificationID:
-			if n.ID, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil {
-				return n, fmt.Errorf("%w: %s: %v", ErrHeaders, h.Key, err)
-			}
-			haveNID = true
-		case wire.HeaderCodec:
-			n.Codec = string(h.Value)
-		}
+	it, id, err := wire.DecodeEventHeaders(rec.Headers)
+	if err != nil {
+		return store.Notification{}, err
 	}
-	switch {
-	case !haveSeq:
-		return n, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderSequenceID)
-	case !havePos:
-		return n, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderPosition)
-	case !haveTopic:
-		return n, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderTopic)
-	case !haveNID:
-		return n, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderNotificationID)
-	}
-	n.State = rec.Value
-	return n, nil
+	it.State = rec.Value
+	return store.Notification{ID: id, SequencedItem: it}, nil
 }
 
 // RecordOf converts a fetched franz-go record into the wire form that

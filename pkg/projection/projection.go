@@ -105,7 +105,7 @@ type Source interface {
 var (
 	// ErrHeaders reports an event record whose headers are missing or
 	// malformed. Such a record is a poison event.
-	ErrHeaders = errors.New("projection: bad event record headers")
+	ErrHeaders = wire.ErrHeaders
 	// ErrGap reports an item whose position is more than one past the last
 	// position applied of its sequence, that could not be repaired: no
 	// Config.Source is configured, or the source does not have the missing

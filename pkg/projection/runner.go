@@ -627,64 +627,18 @@ func (r *Runner) committed(records []wire.Record, out *outcome) {
 // position, topic or notification-id header fails with an error wrapping
 // ErrHeaders; a missing codec header gives an empty codec, which means JSON.
 func ItemOf(rec *wire.Record) (Item, error) {
-	var (
-		it                                   Item
-		haveSeq, havePos, haveTopic, haveNID bool
-		err                                  error
-	)
-	for _, h := range rec.Headers {
-		switch h.Key {
-		case wire.HeaderSequenceID:
-			if it.SequenceID, err = uuid.ParseBytes(h.Value); err != nil || it.SequenceID == uuid.Nil {
-				return it, fmt.Errorf("%w: %s header %q is not a sequence id", ErrHeaders, h.Key, h.Value)
-			}
-			haveSeq = true
-		case wire.HeaderPosition:
-			if it.Position, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil || it.Position < 0 {
-				return it, fmt.Errorf("%w: %s header %q is not a position", ErrHeaders, h.Key, h.Value)
-			}
-			havePos = true
-		case wire.HeaderTopic:
-			if len(h.Value) == 0 || len(h.Value) > store.MaxTopicLen {
-				return it, fmt.Errorf("%w: %s header must be 1 to %d bytes, got %d", ErrHeaders, h.Key, store.MaxTopicLen, len(h.Value))
-			}
-			it.Topic, haveTopic = string(h.Value), true
-		case wire.HeaderNotificationID:
-			if it.NotificationID, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil {
-				return it, fmt.Errorf("%w: %s header %q is not a notification id", ErrHeaders, h.Key, h.Value)
-			}
-			haveNID = true
-		case wire.HeaderCodec:
-			it.Codec = string(h.Value)
-		}
-	}
-	switch {
-	case !haveSeq:
-		return it, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderSequenceID)
-	case !havePos:
-		return it, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderPosition)
-	case !haveTopic:
-		return it, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderTopic)
-	case !haveNID:
-		return it, fmt.Errorf("%w: no %s header", ErrHeaders, wire.HeaderNotificationID)
+	it, id, err := wire.DecodeEventHeaders(rec.Headers)
+	if err != nil {
+		return Item{}, err
 	}
 	it.State = rec.Value
-	it.Record = rec
-	return it, nil
+	return Item{SequencedItem: it, NotificationID: id, Record: rec}, nil
 }
 
 // EventHeaders returns the headers of the event record of it, as the relay
 // writes them (package wire); a negative notification id is left out.
 func EventHeaders(it store.SequencedItem, notificationID int64) []wire.Header {
-	hs := []wire.Header{
-		{Key: wire.HeaderSequenceID, Value: []byte(it.SequenceID.String())},
-		{Key: wire.HeaderPosition, Value: strconv.AppendInt(nil, it.Position, 10)},
-		{Key: wire.HeaderTopic, Value: []byte(it.Topic)},
-	}
-	if notificationID >= 0 {
-		hs = append(hs, wire.Header{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, notificationID, 10)})
-	}
-	return append(hs, wire.Header{Key: wire.HeaderCodec, Value: []byte(it.Codec)})
+	return wire.EventHeaders(it, notificationID)
 }
 
 // RecordOf returns the event record the relay publishes for n, at the given

@@ -266,3 +266,66 @@ type Record struct {
 	// record again produces the same items.
 	Timestamp time.Time
 }
+
+// ErrHeaders reports an event record whose headers are missing or malformed.
+var ErrHeaders = errors.New("wire: bad event record headers")
+
+// EventHeaders returns the headers of the event record of an item: sequence-id,
+// position, topic, notification-id (left out if notificationID is negative) and
+// codec.
+func EventHeaders(it events.SequencedItem, notificationID int64) []Header {
+	hs := make([]Header, 0, 5)
+	hs = append(hs,
+		Header{Key: HeaderSequenceID, Value: []byte(it.SequenceID.String())},
+		Header{Key: HeaderPosition, Value: strconv.AppendInt(nil, it.Position, 10)},
+		Header{Key: HeaderTopic, Value: []byte(it.Topic)},
+	)
+	if notificationID >= 0 {
+		hs = append(hs, Header{Key: HeaderNotificationID, Value: strconv.AppendInt(nil, notificationID, 10)})
+	}
+	return append(hs, Header{Key: HeaderCodec, Value: []byte(it.Codec)})
+}
+
+// DecodeEventHeaders reads the item an event record carries from its headers
+// (everything but the state, which is the record's value) and its notification
+// id. A missing or malformed sequence-id, position, topic or notification-id
+// header fails with an error wrapping ErrHeaders; a missing codec header gives
+// an empty codec, which means JSON.
+func DecodeEventHeaders(hs []Header) (it events.SequencedItem, notificationID int64, err error) {
+	var haveSeq, havePos, haveTopic, haveNID bool
+	for _, h := range hs {
+		switch h.Key {
+		case HeaderSequenceID:
+			if it.SequenceID, err = uuid.ParseBytes(h.Value); err != nil || it.SequenceID == uuid.Nil {
+				return it, 0, fmt.Errorf("%w: %s header %q is not a sequence id", ErrHeaders, h.Key, h.Value)
+			}
+			haveSeq = true
+		case HeaderPosition:
+			if it.Position, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil || it.Position < 0 {
+				return it, 0, fmt.Errorf("%w: %s header %q is not a position", ErrHeaders, h.Key, h.Value)
+			}
+			havePos = true
+		case HeaderTopic:
+			if !events.ValidTopic(string(h.Value)) {
+				return it, 0, fmt.Errorf("%w: %s header %q is not a topic", ErrHeaders, h.Key, h.Value)
+			}
+			it.Topic, haveTopic = string(h.Value), true
+		case HeaderNotificationID:
+			if notificationID, err = strconv.ParseInt(string(h.Value), 10, 64); err != nil {
+				return it, 0, fmt.Errorf("%w: %s header %q is not a notification id", ErrHeaders, h.Key, h.Value)
+			}
+			haveNID = true
+		case HeaderCodec:
+			it.Codec = string(h.Value)
+		}
+	}
+	for _, missing := range []struct {
+		have bool
+		name string
+	}{{haveSeq, HeaderSequenceID}, {havePos, HeaderPosition}, {haveTopic, HeaderTopic}, {haveNID, HeaderNotificationID}} {
+		if !missing.have {
+			return it, 0, fmt.Errorf("%w: no %s header", ErrHeaders, missing.name)
+		}
+	}
+	return it, notificationID, nil
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -107,4 +108,29 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("accepted incomplete command %+v", c)
 		}
 	})
+}
+
+func TestEventHeadersRoundTrip(t *testing.T) {
+	it := events.SequencedItem{SequenceID: uuid.New(), Position: 7, Topic: "example.Created", Codec: "json+zstd"}
+	got, id, err := wire.DecodeEventHeaders(wire.EventHeaders(it, 42))
+	if err != nil || id != 42 || got.SequenceID != it.SequenceID || got.Position != 7 || got.Topic != it.Topic || got.Codec != it.Codec {
+		t.Fatalf("round trip: %+v %d %v", got, id, err)
+	}
+	good := wire.EventHeaders(it, 42)
+	for i := range 4 { // each required header missing in turn
+		hs := append(append([]wire.Header{}, good[:i]...), good[i+1:]...)
+		if _, _, err := wire.DecodeEventHeaders(hs); !errors.Is(err, wire.ErrHeaders) {
+			t.Errorf("without %s: %v", good[i].Key, err)
+		}
+	}
+	for _, bad := range []wire.Header{
+		{Key: wire.HeaderSequenceID, Value: []byte("nope")},
+		{Key: wire.HeaderPosition, Value: []byte("-1")},
+		{Key: wire.HeaderTopic, Value: []byte("")},
+		{Key: wire.HeaderNotificationID, Value: []byte("x")},
+	} {
+		if _, _, err := wire.DecodeEventHeaders(append(append([]wire.Header{}, good...), bad)); !errors.Is(err, wire.ErrHeaders) {
+			t.Errorf("bad %s %q: %v", bad.Key, bad.Value, err)
+		}
+	}
 }
