@@ -71,6 +71,7 @@ type kafkaFlags struct {
 	prefix      string
 	partitions  int
 	replication int
+	sec         kafkaSecurity // TLS and SASL (security.go)
 }
 
 func (k *kafkaFlags) register(fs *config.FlagSet, defaultBrokers string) {
@@ -79,6 +80,7 @@ func (k *kafkaFlags) register(fs *config.FlagSet, defaultBrokers string) {
 	fs.StringVar(&k.prefix, "topic-prefix", wire.DefaultPrefix, "prefix of every Kafka topic name")
 	fs.IntVar(&k.partitions, "partitions", 4, "partitions of topics eventlog creates (scale writers and projectors up to this)")
 	fs.IntVar(&k.replication, "replication-factor", -1, "replication factor of topics eventlog creates (-1: the broker's default)")
+	k.sec.register(fs)
 }
 
 func (k *kafkaFlags) check() error {
@@ -93,12 +95,15 @@ func (k *kafkaFlags) check() error {
 	if k.partitions < 1 || k.partitions > 10000 {
 		return fmt.Errorf("-partitions must be from 1 to 10000, got %d", k.partitions)
 	}
+	if err := k.sec.check(); err != nil {
+		return err
+	}
 	return wire.Topics{Prefix: k.prefix}.Validate()
 }
 
 func (k *kafkaFlags) service(log *slog.Logger) service.Kafka {
 	return service.Kafka{
-		ClientOptions:     []kgo.Opt{kgo.SeedBrokers(k.brokers...), kgo.WithLogger(kafka.NewLogger(log))},
+		ClientOptions:     k.clientOptions(kgo.WithLogger(kafka.NewLogger(log))),
 		Topics:            wire.Topics{Prefix: k.prefix},
 		Partitions:        int32(k.partitions),
 		ReplicationFactor: int16(k.replication),
@@ -157,6 +162,7 @@ type codecFlags struct {
 	compress int
 	keyFile  string
 	key      string
+	keyring  keyringFlags // several keys by id (keyring.go)
 }
 
 func (c *codecFlags) register(fs *config.FlagSet) {
@@ -164,6 +170,7 @@ func (c *codecFlags) register(fs *config.FlagSet) {
 	fs.StringVar(&c.keyFile, "cipher-key-file", "", "file holding a 32-byte AES-256 key as 64 hex digits: encrypt event states")
 	fs.StringVar(&c.key, "cipher-key", "", "the AES-256 key as 64 hex digits (prefer -cipher-key-file)")
 	fs.Secret("cipher-key")
+	c.keyring.register(fs)
 }
 
 func (c *codecFlags) options() ([]events.MapperOption, error) {
@@ -181,6 +188,13 @@ func (c *codecFlags) options() ([]events.MapperOption, error) {
 			return nil, fmt.Errorf("-cipher-key-file: %w", err)
 		}
 		key = strings.TrimSpace(string(b))
+	}
+	if c.keyring.set() {
+		ciph, err := c.keyring.keyring(key)
+		if err != nil {
+			return nil, err
+		}
+		return append(opts, events.WithCipher(ciph)), nil
 	}
 	if key != "" {
 		raw, err := hex.DecodeString(key)

@@ -152,7 +152,7 @@ type manifest struct {
 					} `yaml:"ports"`
 					ReadinessProbe probe `yaml:"readinessProbe"`
 					LivenessProbe  probe `yaml:"livenessProbe"`
-					Resources struct {
+					Resources      struct {
 						Requests map[string]string `yaml:"requests"`
 					} `yaml:"resources"`
 				} `yaml:"containers"`

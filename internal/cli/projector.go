@@ -92,6 +92,9 @@ func Projector(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	if err := k.ping(ctx); err != nil {
+		return err
+	}
 	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true

@@ -91,7 +91,10 @@ func Send(ctx context.Context, args []string, env Env) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.brokers...), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+	if err := k.ping(ctx); err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(k.clientOptions(kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return err
 	}
@@ -104,7 +107,7 @@ func Send(ctx context.Context, args []string, env Env) error {
 		}
 		return printSent(env, cmd, asJSON)
 	}
-	c, err := kafka.NewCommander(cl, kafka.CommanderConfig{Topics: topics, ClientOptions: []kgo.Opt{kgo.SeedBrokers(k.brokers...)}})
+	c, err := kafka.NewCommander(cl, kafka.CommanderConfig{Topics: topics, ClientOptions: k.clientOptions()})
 	if err != nil {
 		return err
 	}
@@ -309,7 +312,10 @@ func Tail(ctx context.Context, args []string, env Env) error {
 		return UsageError{err}
 	}
 	topics := wire.Topics{Prefix: k.prefix}
-	opts := []kgo.Opt{kgo.SeedBrokers(k.brokers...), kgo.MetadataMinAge(time.Second)}
+	if err := k.ping(ctx); err != nil {
+		return err
+	}
+	opts := k.clientOptions(kgo.MetadataMinAge(time.Second))
 	if ent != "" {
 		opts = append(opts, kgo.ConsumeTopics(topics.Events(ent)))
 	} else {

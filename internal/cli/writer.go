@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"fmt"
 
 	"golang.org/x/sync/errgroup"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // Writer runs the writer service: it consumes commands from Kafka, appends their
@@ -27,6 +29,7 @@ func Writer(ctx context.Context, args []string, env Env) error {
 		noRelay  bool
 		cache    int
 		snapN    int64
+		maxCmd   int
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -38,11 +41,15 @@ func Writer(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&noRelay, "no-relay", false, "do not run the relay here (another process publishes the store's log)")
 	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
 	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
+	fs.IntVar(&maxCmd, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if err := k.check(); err != nil {
 		return UsageError{err}
+	}
+	if maxCmd < 256 || maxCmd > 64<<20 {
+		return UsageError{fmt.Errorf("-max-command-bytes must be from 256 to %d, got %d", 64<<20, maxCmd)}
 	}
 	mopts, err := c.options()
 	if err != nil {
@@ -62,10 +69,13 @@ func Writer(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	if err := k.ping(ctx); err != nil {
+		return err
+	}
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
-		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg,
+		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd,
 	})
 	if err != nil {
 		return err

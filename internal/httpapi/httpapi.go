@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -252,8 +253,16 @@ func (s *Server) eventJSON(id int64, it store.SequencedItem) EventJSON {
 
 func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, MaxBodySize)
+	b, err := io.ReadAll(body)
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		writeError(w, http.StatusRequestEntityTooLarge, "body is more than the limit of %d bytes", MaxBodySize)
+		return
+	} else if err != nil {
+		writeError(w, http.StatusBadRequest, "cannot read the body: %v", err)
+		return
+	}
 	var raw json.RawMessage
-	if err := json.NewDecoder(body).Decode(&raw); err != nil {
+	if err := json.Unmarshal(b, &raw); err != nil {
 		writeError(w, http.StatusBadRequest, "body must be one JSON command envelope: %v", err)
 		return
 	}

@@ -69,6 +69,9 @@ type WriterConfig struct {
 	Metrics prometheus.Registerer
 	// CommandTimeout bounds POST /v1/commands.
 	CommandTimeout time.Duration
+	// MaxCommandSize bounds an encoded command; larger records are
+	// dead-lettered. It overrides wire.MaxCommandSize.
+	MaxCommandSize int
 }
 
 // Writer is the writer service: it consumes commands, appends their events, and
@@ -114,7 +117,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	var err error
 	w.writer, err = command.NewWriter(cfg.Backend.Recorder, reg, mapper, command.WriterConfig{
 		CacheSize: cfg.CacheSize, Snapshots: cfg.Backend.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
-		Logger: cfg.Log, OnBatch: onBatch,
+		MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
 	})
 	if err != nil {
 		return nil, err

@@ -9,7 +9,8 @@
 //
 // Commands validate before they trigger anything: an update or discard of a
 // discarded entity fails with events.ErrDiscarded, and an empty or malformed
-// attribute name, or a value that is not JSON, fails with ErrInvalid. A failed
+// attribute name, a value that is not JSON, or more than MaxAttributes
+// attributes in one command, fails with ErrInvalid. A failed
 // command leaves the entity unchanged. An Entity is not safe for concurrent use.
 package entity
 
@@ -210,7 +211,16 @@ func (e *Entity) Mutate(ev events.Event) error {
 	return nil
 }
 
+// MaxAttributes bounds the attributes one command may set: each becomes an
+// event of the command's transaction. A command with more fails with
+// ErrInvalid. (A command's encoded size is bounded by the writer as well:
+// wire.MaxCommandSize, or the writer's -max-command-bytes.)
+const MaxAttributes = 1000
+
 func validAttributes(attrs map[string]json.RawMessage) error {
+	if len(attrs) > MaxAttributes {
+		return fmt.Errorf("%w: %d attributes, more than the limit of %d per command", ErrInvalid, len(attrs), MaxAttributes)
+	}
 	for name, v := range attrs {
 		if !ValidName(name) {
 			return fmt.Errorf("%w: attribute name %q must be 1 to 128 of letters, digits, '_', '.', '-', not starting with a digit", ErrInvalid, name)

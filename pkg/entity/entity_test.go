@@ -3,6 +3,8 @@ package entity_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -93,5 +95,32 @@ func TestTopicsPerEntityType(t *testing.T) {
 	r := entity.New("customer")
 	if err := events.Apply(r, back); err != nil || r.String("name") != "ann" || r.Version() != 1 {
 		t.Fatalf("replay: %v %+v", err, r)
+	}
+}
+
+// A command sets at most MaxAttributes attributes: one more fails with
+// ErrInvalid, says the limit, and changes nothing.
+func TestAttributeCountLimit(t *testing.T) {
+	attrs := func(n int) map[string]json.RawMessage {
+		m := make(map[string]json.RawMessage, n)
+		for i := range n {
+			m[fmt.Sprintf("a%d", i)] = json.RawMessage(`1`)
+		}
+		return m
+	}
+	e, err := entity.Create("example", uuid.New(), attrs(entity.MaxAttributes))
+	if err != nil {
+		t.Fatalf("create with MaxAttributes attributes: %v", err)
+	}
+	_, err = entity.Create("example", uuid.New(), attrs(entity.MaxAttributes+1))
+	if !errors.Is(err, entity.ErrInvalid) || !strings.Contains(err.Error(), "more than the limit of 1000") {
+		t.Fatalf("create with one attribute too many: %v", err)
+	}
+	v := e.Version()
+	if err := e.Update(attrs(entity.MaxAttributes + 1)); !errors.Is(err, entity.ErrInvalid) || e.Version() != v {
+		t.Fatalf("update with one attribute too many: %v, version %d -> %d", err, v, e.Version())
+	}
+	if err := e.Update(attrs(entity.MaxAttributes)); err != nil || e.Version() != v+entity.MaxAttributes {
+		t.Fatalf("update with MaxAttributes attributes: %v", err)
 	}
 }

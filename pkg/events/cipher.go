@@ -57,6 +57,10 @@ var errAuth = errors.New("wrong key, or the state was corrupted or moved from an
 // Decrypt implements Cipher.
 func (c *AESCipher) Decrypt(codec string, ciphertext, ad []byte) ([]byte, error) {
 	if codec != AESCodec {
+		if id, ok := KeyID(codec); ok {
+			// Written by a Keyring: this single key has no id.
+			return nil, &MissingKeyError{KeyID: id}
+		}
 		return nil, fmt.Errorf("%w: cipher %q is not %q", ErrDecode, codec, AESCodec)
 	}
 	ns := c.aead.NonceSize()

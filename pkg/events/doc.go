@@ -18,6 +18,11 @@
 //     other settings stays readable. Corrupt or tampered state, a wrong key or a
 //     missing key is an error, never a panic.
 //
+// Key rotation: a Keyring holds several AES-256-GCM keys by id and records the
+// id of the key that encrypted each item in its codec ("json+aes256gcm:k2"), so
+// that old keys keep reading old items and retiring a key makes exactly its items
+// unreadable (a *MissingKeyError, an ErrDecode, naming the key id).
+//
 // Registry, Mapper and Cipher values are safe for concurrent use once configured.
 // Aggregates are not: one goroutine owns an aggregate at a time.
 package events
