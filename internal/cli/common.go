@@ -236,5 +236,14 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log-format: %q is not text or json", l.format)
 }
 
+// stopped turns the error of a service that was asked to stop while it was
+// still starting into nil: a signal is not a failure.
+func stopped(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
 // shutdownTimeout bounds a graceful shutdown.
 const shutdownTimeout = 30 * time.Second

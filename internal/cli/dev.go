@@ -25,6 +25,10 @@ import (
 // HTTP server for both APIs. Everything is kept under the data directory and
 // survives a restart.
 func Dev(ctx context.Context, args []string, env Env) error {
+	return stopped(ctx, runDev(ctx, args, env))
+}
+
+func runDev(ctx context.Context, args []string, env Env) error {
 	fs := config.New("eventlog dev", "Run eventlog with no servers: embedded Kafka-protocol broker, SQLite store, writer, projector and HTTP API.", env.Stderr)
 	var (
 		dataDir, brokerAddr, httpAddr, dsn, schema string

@@ -39,6 +39,10 @@ func readModelFor(ctx context.Context, b service.Backend, entities []string) (rm
 
 // Projector runs the projector service.
 func Projector(ctx context.Context, args []string, env Env) error {
+	return stopped(ctx, runProjector(ctx, args, env))
+}
+
+func runProjector(ctx context.Context, args []string, env Env) error {
 	fs := config.New("projector", "Consume events from Kafka and keep read models (and a persistent copy) current, exactly once in effect.", env.Stderr)
 	var (
 		k                         kafkaFlags

@@ -17,6 +17,10 @@ import (
 // events to the store in one transaction with the command's result and offset,
 // relays the store's log to Kafka, and serves the entity API.
 func Writer(ctx context.Context, args []string, env Env) error {
+	return stopped(ctx, runWriter(ctx, args, env))
+}
+
+func runWriter(ctx context.Context, args []string, env Env) error {
 	fs := config.New("writer", "Consume commands from Kafka, store their events, publish them, and serve entities over HTTP.", env.Stderr)
 	var (
 		k        kafkaFlags

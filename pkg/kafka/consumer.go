@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
@@ -260,6 +263,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Offsets are committed off the batch path: franz-go holds a commit while
+	// the group re-forms, which can last a dead member's whole session
+	// timeout, and the batches must not wait for that.
+	commits := newCommitter()
+	cctx, stopCommits := context.WithCancel(ctx)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		for {
+			select {
+			case <-cctx.Done():
+				return
+			case <-commits.wake:
+				c.commit(ctx, cl, commits.take())
+			}
+		}
+	}()
+
 	for ctx.Err() == nil {
 		fetches := cl.PollRecords(ctx, c.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() {
@@ -273,10 +294,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		})
 		krecs := fetches.Records()
 		if len(krecs) > 0 && ctx.Err() == nil {
-			c.process(ctx, hctx, cl, krecs)
+			if c.process(ctx, hctx, cl, krecs) {
+				commits.add(krecs)
+			}
 		}
 		cl.AllowRebalance()
 	}
+	stopCommits()
+	<-committed
+	c.commit(ctx, cl, commits.take())
 	cl.AllowRebalance()
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
 	defer cancel()
@@ -286,10 +312,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// process handles one polled batch until it succeeds, or gives it up (seeking
-// back so it is fetched again) on a tracking conflict, a rebalance that waits
-// for it, or shutdown. It runs while rebalances are blocked.
-func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*kgo.Record) {
+// process handles one polled batch until it succeeds (true), or gives it up
+// (seeking back so it is fetched again) on a tracking conflict, a rebalance
+// that waits for it, or shutdown. It runs while rebalances are blocked.
+func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*kgo.Record) bool {
 	// A signal left in c.blocked from an earlier batch at worst makes a
 	// failing batch give up (and be fetched again) once too often.
 	recs := make([]wire.Record, len(krecs))
@@ -302,18 +328,13 @@ func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*k
 		if err == nil {
 			c.batches.Add(1)
 			c.records.Add(int64(len(recs)))
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
-			if err := cl.CommitRecords(cctx, krecs...); err != nil {
-				c.log.Warn("consumer could not commit offsets (tracking still holds the position)", logKeyErr, err)
-			}
-			cancel()
-			return
+			return true
 		}
 		if errors.Is(err, store.ErrTrackingConflict) {
 			c.conflicts.Add(1)
 			c.log.Warn("consumer tracking conflict; seeking past the stored tracking", logKeyErr, err)
 			c.seek(hctx, cl, krecs, true)
-			return
+			return false
 		}
 		c.retries.Add(1)
 		if backoff == 0 {
@@ -333,8 +354,76 @@ func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*k
 		// Give the batch up: a rebalance is waiting for it, or shutdown.
 		c.rewinds.Add(1)
 		c.seek(hctx, cl, krecs, false)
+		return false
+	}
+}
+
+// commit commits offsets to the group, for lag tooling only: the handler's
+// tracking, not these, decides where a member resumes. A commit for a partition
+// the member has lost since may rewind the group's offset there; the new owner
+// corrects it with its next commit.
+func (c *Consumer) commit(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) {
+	if len(offsets) == 0 {
 		return
 	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.CommitTimeout)
+	defer cancel()
+	var failed error
+	cl.CommitOffsetsSync(cctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			failed = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil && failed == nil {
+					failed = err
+				}
+			}
+		}
+	})
+	if failed != nil {
+		c.log.Warn("consumer could not commit offsets (tracking still holds the position)", logKeyErr, failed)
+	}
+}
+
+// committer holds the offsets to commit next: for each partition, one past
+// the last record handled.
+type committer struct {
+	mu      sync.Mutex
+	pending map[string]map[int32]kgo.EpochOffset
+	wake    chan struct{}
+}
+
+func newCommitter() *committer {
+	return &committer{pending: make(map[string]map[int32]kgo.EpochOffset), wake: make(chan struct{}, 1)}
+}
+
+func (m *committer) add(krecs []*kgo.Record) {
+	m.mu.Lock()
+	for _, r := range krecs {
+		parts := m.pending[r.Topic]
+		if parts == nil {
+			parts = make(map[int32]kgo.EpochOffset)
+			m.pending[r.Topic] = parts
+		}
+		if cur, ok := parts[r.Partition]; !ok || r.Offset+1 > cur.Offset {
+			parts[r.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset + 1}
+		}
+	}
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *committer) take() map[string]map[int32]kgo.EpochOffset {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.pending
+	m.pending = make(map[string]map[int32]kgo.EpochOffset)
+	return out
 }
 
 // seek moves every partition of the batch back to its first record, or, with

@@ -14,8 +14,10 @@ var ErrLocked = errors.New("kafka: lock held by another holder")
 // to make sure a single relay per store is active.
 //
 // TryLock takes the lock called name without waiting. If another holder has it,
-// TryLock returns an error wrapping ErrLocked; any other error means the locker
-// itself failed (a lost connection, say), and the caller tries again later.
+// TryLock returns an error wrapping ErrLocked, or a nil held and a nil error
+// (the PostgreSQL recorder's way), which the relay treats the same. Any other
+// error means the locker itself failed (a lost connection, say), and the
+// caller tries again later.
 // On success it returns held, a context that is cancelled as soon as the lock is
 // lost or released or ctx ends, and release, which gives the lock up; release
 // may be called more than once and is safe for concurrent use.

@@ -169,5 +169,5 @@ func RecordOf(r *kgo.Record) wire.Record {
 			hs[i] = wire.Header{Key: h.Key, Value: h.Value}
 		}
 	}
-	return wire.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: hs}
+	return wire.Record{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 }

@@ -155,12 +155,22 @@ func (c *RelayConfig) Validate() error {
 // 10ms by default, which adds up to 10ms to every relayed event; without
 // lingering, records still batch up behind the requests in flight, so
 // throughput does not suffer.
+//
+// It also raises the producer's batch limit from franz-go's 1,000,012 bytes
+// to Kafka's default message.max.bytes (1,048,588), so that the events of the
+// largest command the writer accepts (wire.MaxCommandSize) can be published to
+// a broker with default settings. An item larger than that still goes to the
+// dead letters, without its value.
 func RelayClientOptions() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		kgo.ProducerBatchMaxBytes(KafkaDefaultMaxMessageBytes),
 	}
 }
+
+// KafkaDefaultMaxMessageBytes is Kafka's default message.max.bytes.
+const KafkaDefaultMaxMessageBytes = 1048588
 
 // RelayStats is a snapshot of a relay's progress.
 type RelayStats struct {
@@ -267,11 +277,24 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	defer r.running.Store(false)
 	for {
-		held, release, err := r.cfg.Locker.TryLock(ctx, r.cfg.Name)
+		// The lock is taken with a context that Run's does not cancel, so that
+		// a stopping relay keeps it until it has drained and checkpointed:
+		// otherwise a standby would take over from an older checkpoint and
+		// publish again what this one already had acknowledged.
+		held, release, err := r.cfg.Locker.TryLock(context.WithoutCancel(ctx), r.cfg.Name)
+		if err == nil && held == nil {
+			// Some lockers (the PostgreSQL recorder's) say "held elsewhere"
+			// with no context and no error.
+			err = ErrLocked
+		}
 		switch {
 		case err == nil:
 			r.log.Info("relay took the lock; publishing")
-			err = r.lead(held)
+			leading, stop := context.WithCancel(held)
+			stopWithRun := context.AfterFunc(ctx, stop)
+			err = r.lead(leading)
+			stopWithRun()
+			stop()
 			r.update(func(s *RelayStats) { s.Active = false })
 			release()
 			if ctx.Err() != nil {

@@ -512,3 +512,28 @@ func TestRelayPollsWithoutNotifier(t *testing.T) {
 		waitCheckpoint(t, rec, "relay", int64((i+1)*10), 5*time.Second)
 	}
 }
+
+// heldElsewhere says "held by another holder" the PostgreSQL recorder's way:
+// no context, no error.
+type heldElsewhere struct{ tries atomic.Int64 }
+
+func (h *heldElsewhere) TryLock(context.Context, string) (context.Context, func(), error) {
+	h.tries.Add(1)
+	return nil, nil, nil
+}
+
+// A relay whose lock is held elsewhere stands by: it neither panics nor
+// publishes, and keeps trying.
+func TestRelayStandsByWhenLockHeldElsewhere(t *testing.T) {
+	c := newCluster(t, 1, "example")
+	rec := memory.New()
+	insert(t, rec, exampleItems("example", 2, 10))
+	lock := &heldElsewhere{}
+	r := newRelay(t, newRelayClient(t, c), rec, kafka.RelayConfig{Locker: lock, LockRetryInterval: 20 * time.Millisecond})
+	stop := runRelay(t, r)
+	waitFor(t, 5*time.Second, "several tries", func() bool { return lock.tries.Load() >= 3 })
+	if s := r.Stats(); s.Active || s.Published != 0 {
+		t.Fatalf("relay without the lock: %+v", s)
+	}
+	stop()
+}

@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// envHelperArgs carries, JSON-encoded, the command line of the writer a child
+// process runs (see TestHelperWriterProcess).
+const envHelperArgs = "EVENTLOG_E2E_WRITER_ARGS"
+
+// TestHelperWriterProcess is not a test: it is the body of the child
+// processes the tests start (the standard re-exec pattern). It runs
+// cli.Writer with the arguments in EVENTLOG_E2E_WRITER_ARGS until SIGTERM, as
+// cmd/writer's main does, and exits with cli.ExitCode.
+func TestHelperWriterProcess(t *testing.T) {
+	raw := os.Getenv(envHelperArgs)
+	if raw == "" {
+		t.Skip("runs only as the child process of a test")
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(raw), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "helper: bad", envHelperArgs, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// No environment fallbacks: the flags say everything.
+	err := cli.Writer(ctx, args, cli.Env{Getenv: func(string) string { return "" }, Stdout: os.Stdout, Stderr: os.Stderr})
+	if code := cli.ExitCode(err); code != 0 {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		os.Exit(code)
+	}
+}
+
+// proc is a writer running in a child process.
+type proc struct {
+	cmd     *exec.Cmd
+	logPath string
+	started time.Time
+	done    chan struct{}
+	waitErr error
+}
+
+// startProc starts a writer process with args; its output goes to a file in
+// dir. The process is killed when t ends if it is still running.
+func startProc(t testing.TB, dir, name string, args []string) *proc {
+	t.Helper()
+	raw, _ := json.Marshal(args)
+	logPath := filepath.Join(dir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriterProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), envHelperArgs+"="+string(raw))
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, logPath: logPath, started: time.Now(), done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		if !p.exited() {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill SIGKILLs the process and waits for it.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// term sends SIGTERM and waits up to timeout for the process to exit. It
+// returns the exit code, or an error if the process did not exit in time (it
+// is then killed).
+func (p *proc) term(timeout time.Duration) (time.Duration, int, error) {
+	t0 := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.kill()
+		return time.Since(t0), -1, fmt.Errorf("no exit within %s of SIGTERM", timeout)
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(p.waitErr, &ee) {
+		code = ee.ExitCode()
+	} else if p.waitErr != nil {
+		return time.Since(t0), -1, p.waitErr
+	}
+	return time.Since(t0), code, nil
+}
+
+// problems returns the lines of the process's output that report a crash, a
+// data race, or a failure to start.
+func (p *proc) problems() []string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "panic:") || strings.Contains(l, "WARNING: DATA RACE") ||
+			strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "writer:") || strings.HasPrefix(l, "--- FAIL") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// tail returns the last n lines of the process's output.
+func (p *proc) tail(n int) string {
+	b, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
