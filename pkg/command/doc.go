@@ -40,11 +40,14 @@
 //     2, ...), so it reaches the results topic again. The first result wins even
 //     if the duplicate's content differs.
 //   - Concurrent writers. If another writer appended to one of the batch's
-//     entities meanwhile (a rebalance), the commit fails on the store's unique
-//     (sequence, position) constraint and the batch is decided again from fresh
-//     state, up to WriterConfig.MaxConflictRetries times. An aggregate whose
-//     unchanged state decided a rejection or a conflict is re-checked inside the
-//     transaction, so such outcomes are not based on a stale read either.
+//     entities since the writer read or cached them (a rebalance), the commit
+//     fails on the store's unique (sequence, position) constraint and the batch
+//     is decided again from fresh state, up to WriterConfig.MaxConflictRetries
+//     times. An aggregate whose unchanged state decided a rejection or a
+//     conflict is re-checked inside the transaction, so such outcomes are not
+//     based on stale state either. If another writer applied records of the
+//     batch since the writer last saw its partition's tracking, the batch is
+//     planned again after reading the tracking, and those records are skipped.
 //   - Determinism. Deciding a batch again after a rollback produces the same
 //     items, provided the records carry timestamps (events are stamped with their
 //     record's timestamp) and no cipher is configured (encryption uses random
@@ -56,16 +59,36 @@
 //
 // # Loading and caching
 //
-// A batch reads, concurrently (WriterConfig.ReadConcurrency), the last item of
-// each command id's sequence (to find duplicates) and each aggregate its commands
-// address, then decides the commands one by one in memory. An aggregate the
-// writer committed stays in an LRU cache of live aggregates
-// (WriterConfig.CacheSize) and costs one read of the events stored after it on
-// its next use; an uncached one is rebuilt through a store.Repository (from a
-// snapshot if configured). A batch takes its aggregates out of the cache and
-// puts them back only after its commit, so a failed or conflicting batch leaves
-// nothing stale behind, and a retry after a conflict reads the conflicting
-// sequence from the store.
+// A batch reads the last item of each command id's sequence (to find
+// duplicates) and of each dead letter's, and each aggregate its commands
+// address that the writer has not cached, then decides the commands one by one
+// in memory. From a recorder that is a store.SequencesReader (every backend of
+// this module) that is one read for the whole batch, whatever its size; from
+// another, a read per sequence, WriterConfig.ReadConcurrency at a time. An
+// uncached aggregate is replayed from its history, or, with snapshots, loaded
+// through a store.Repository (one more read for each that exists).
+//
+// An aggregate the writer committed stays in an LRU cache of live aggregates
+// (WriterConfig.CacheSize) and is used as it is on its next use, without a
+// read. It is current unless another writer appended to it meanwhile (the
+// writer owns its partitions, and commands are keyed by entity id), and stale
+// state is caught when the batch commits: an accepted command's first event
+// takes a position that the store holds already, so the append conflicts, and
+// an outcome decided on unchanged state is re-checked in the transaction. A
+// batch takes its aggregates out of the cache and puts them back only after its
+// commit, so a failed or conflicting batch leaves nothing stale behind, and a
+// retry reads every aggregate of the batch from the store.
+//
+// The writer also remembers the tracking it last read or committed for each
+// partition, and reads a partition's tracking only the first time it sees the
+// partition (Tracking, which the consumer calls on assignment, counts). A
+// remembered tracking that another writer moved on fails the transaction's
+// first tracking update, and the batch is planned again after a read.
+//
+// So a batch whose aggregates are cached reads once before its transaction, and
+// the transaction sets the tracking, checks unchanged aggregates and appends
+// the items in a call each where the store's Tx is a store.TrackingsSetter and
+// a store.SequencesReader: a constant number of round trips per batch.
 //
 // Events are stamped with their record's timestamp (wire.Record.Timestamp; the
 // writer's clock for records without one), after the handler ran.

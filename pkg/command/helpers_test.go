@@ -22,9 +22,13 @@ import (
 const commandsTopic = "eventlog.commands"
 
 // hookRecorder is a memory recorder that counts transactions and reads, and can
-// run a hook before a transaction or fail one after its work.
+// run a hook before a transaction or fail one after its work. It and its
+// transactions read many sequences at once (store.SequencesReader), and its
+// transactions set many tracking records at once (store.TrackingsSetter);
+// perSequence hides both from a writer.
 type hookRecorder struct {
 	*memory.Recorder
+	perSequence bool // writers get neither optional interface
 
 	mu         sync.Mutex
 	txs        int                     // InTx calls
@@ -32,7 +36,8 @@ type hookRecorder struct {
 	failCommit []error                 // each fails one InTx after fn succeeded
 	inserted   [][]store.SequencedItem // items passed to InsertEvents, per InTx
 	afterTrack []func()                // each runs once, after one Tracking read
-	selects    atomic.Int64
+	selects    atomic.Int64            // reads: SelectEvents and SelectSequences calls
+	trackings  atomic.Int64            // Tracking calls
 }
 
 func newHookRecorder() *hookRecorder { return &hookRecorder{Recorder: memory.New()} }
@@ -42,7 +47,17 @@ func (h *hookRecorder) SelectEvents(ctx context.Context, id uuid.UUID, q store.Q
 	return h.Recorder.SelectEvents(ctx, id, q)
 }
 
+func (h *hookRecorder) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	h.selects.Add(1)
+	return h.Recorder.SelectSequences(ctx, queries)
+}
+
+// perSequence is a recorder with only the methods of store.ProcessRecorder, so
+// that a writer over it reads one sequence at a time.
+type perSequence struct{ store.ProcessRecorder }
+
 func (h *hookRecorder) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
+	h.trackings.Add(1)
 	pos, err := h.Recorder.Tracking(ctx, name, topic, partition)
 	h.mu.Lock()
 	var hook func()
@@ -73,7 +88,12 @@ func (h *hookRecorder) InTx(ctx context.Context, fn func(store.Tx) error) error 
 	}
 	var items []store.SequencedItem
 	err := h.Recorder.InTx(ctx, func(tx store.Tx) error {
-		if err := fn(&captureTx{Tx: tx, items: &items}); err != nil {
+		capture := &captureTx{Tx: tx, items: &items}
+		var passed store.Tx = capture
+		if !h.perSequence {
+			passed = &captureSequencesTx{capture, tx.(store.SequencesReader), tx.(store.TrackingsSetter)}
+		}
+		if err := fn(passed); err != nil {
 			return err
 		}
 		return fail
@@ -106,6 +126,14 @@ func (c *captureTx) InsertEvents(ctx context.Context, items []store.SequencedIte
 	return c.Tx.InsertEvents(ctx, items)
 }
 
+// captureSequencesTx is a captureTx with the optional methods of the memory
+// recorder's transactions.
+type captureSequencesTx struct {
+	*captureTx
+	store.SequencesReader
+	store.TrackingsSetter
+}
+
 // env is a writer over a hook recorder with the generic entity "example".
 type env struct {
 	t      testing.TB
@@ -120,7 +148,15 @@ type env struct {
 
 func newEnv(t testing.TB, cfg command.WriterConfig) *env {
 	t.Helper()
+	return newEnvReads(t, cfg, false)
+}
+
+// newEnvReads returns an env whose writers, with perSequence, read one
+// sequence at a time and set one tracking record at a time.
+func newEnvReads(t testing.TB, cfg command.WriterConfig, perSequence bool) *env {
+	t.Helper()
 	e := &env{t: t, rec: newHookRecorder(), offset: map[int32]int64{}, clock: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	e.rec.perSequence = perSequence
 	e.reg = command.NewRegistry(events.NewRegistry())
 	if err := command.RegisterEntity(e.reg, "example"); err != nil {
 		t.Fatal(err)
@@ -142,7 +178,11 @@ func newEnv(t testing.TB, cfg command.WriterConfig) *env {
 // writer returns another writer over the same store.
 func (e *env) writer(cfg command.WriterConfig) *command.Writer {
 	e.t.Helper()
-	w, err := command.NewWriter(e.rec, e.reg, e.mapper, cfg)
+	var rec store.ProcessRecorder = e.rec
+	if e.rec.perSequence {
+		rec = perSequence{e.rec}
+	}
+	w, err := command.NewWriter(rec, e.reg, e.mapper, cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -76,7 +76,8 @@ func (m *model) apply(c wire.Command, attrs map[string]string) wire.Result {
 
 // Random command streams, split into random batches, with random redeliveries,
 // transient failures and a second writer instance, end in the state of applying
-// each distinct command once, in order.
+// each distinct command once, in order. Odd seeds run over a recorder without
+// the optional store.SequencesReader and store.TrackingsSetter.
 func TestRandomStreams(t *testing.T) {
 	for seed := range 40 {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed)) })
@@ -90,7 +91,7 @@ func randomStream(t *testing.T, seed uint64) {
 		CacheSize:       []int{-1, 2, 100}[rng.IntN(3)],
 		ReadConcurrency: []int{1, 4}[rng.IntN(2)],
 	}
-	e := newEnv(t, cfg)
+	e := newEnvReads(t, cfg, seed%2 == 1)
 	writers := []*command.Writer{e.w, e.writer(cfg)}
 
 	// Generate the stream.

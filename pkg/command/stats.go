@@ -17,7 +17,7 @@ type BatchStats struct {
 	Duplicates                            int // results published again for command ids already answered
 	DeadLetters                           int // records sent to the dead-letter topic
 	Events                                int // entity events stored
-	Attempts                              int // transactions tried: 1 plus the conflict retries (0 if none was needed)
+	Attempts                              int // transactions tried: 1 plus the retries (0 if none was needed)
 	// Append is the time spent in the transaction that committed (or in the last
 	// one tried, if none did).
 	Append   time.Duration
@@ -68,7 +68,9 @@ type Stats struct {
 	Duplicates  int64
 	DeadLetters int64
 	Events      int64
-	Retries     int64 // batches tried again after a store conflict
+	// Retries counts transactions tried again: after a store conflict, or
+	// after the tracking the writer remembered turned out to be behind.
+	Retries int64
 	// AppendTime is the total time spent in committed transactions; AppendTime
 	// divided by Batches is the mean append latency.
 	AppendTime time.Duration

@@ -55,7 +55,9 @@ type WriterConfig struct {
 	MaxCommandSize int
 	// CacheSize is how many aggregates the writer keeps in memory between
 	// batches. It overrides DefaultCacheSize; a negative value caches nothing.
-	// A cached aggregate is always brought up to date from the store before use.
+	// A cached aggregate is used without a read; if another writer appended
+	// to it meanwhile, the commit fails and the batch is decided again from
+	// the store (see the package doc).
 	CacheSize int
 	// Snapshots, with SnapshotEvery > 0, lets loads of uncached aggregates start
 	// from a snapshot, and stores one (topic "<entity>.Snapshot") whenever a load
@@ -68,8 +70,10 @@ type WriterConfig struct {
 	// never retries.
 	MaxConflictRetries int
 	// ReadConcurrency is how many store reads (aggregate loads, result look-ups)
-	// a batch runs at once before it processes its commands in order. It
-	// overrides DefaultReadConcurrency; 1 reads one at a time.
+	// a batch runs at once before it processes its commands in order, where
+	// it reads one sequence at a time: from a recorder that is no
+	// store.SequencesReader, and for loads from snapshots. It overrides
+	// DefaultReadConcurrency; 1 reads one at a time.
 	ReadConcurrency int
 	// Now is the clock that stamps the events of records without a timestamp.
 	// It overrides time.Now.
@@ -124,6 +128,7 @@ func (c WriterConfig) Validate() error {
 // handled at once (they retry if they touch the same entity).
 type Writer struct {
 	rec    store.ProcessRecorder
+	seqs   store.SequencesReader // rec, if it reads many sequences at once
 	mapper *events.Mapper
 	es     *store.EventStore
 	cfg    WriterConfig
@@ -131,6 +136,9 @@ type Writer struct {
 	cache  *aggCache
 	log    *slog.Logger
 	stats  counters
+
+	trackMu sync.Mutex
+	tracked map[partitionKey]int64 // stored tracking of partitions, as this writer last read or committed it
 }
 
 type writerKind struct {
@@ -160,14 +168,17 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 	if len(kinds) == 0 {
 		return nil, errors.New("command: no entity types are registered")
 	}
+	seqs, _ := rec.(store.SequencesReader)
 	w := &Writer{
-		rec:    rec,
-		mapper: mapper,
-		es:     store.NewEventStore(mapper, rec),
-		cfg:    cfg,
-		kinds:  make(map[string]*writerKind, len(kinds)),
-		cache:  newAggCache(cfg.CacheSize),
-		log:    cfg.Logger,
+		rec:     rec,
+		seqs:    seqs,
+		mapper:  mapper,
+		es:      store.NewEventStore(mapper, rec),
+		cfg:     cfg,
+		kinds:   make(map[string]*writerKind, len(kinds)),
+		cache:   newAggCache(cfg.CacheSize),
+		log:     cfg.Logger,
+		tracked: make(map[partitionKey]int64),
 	}
 	for name, k := range kinds {
 		rc := store.RepositoryConfig{}
@@ -193,7 +204,30 @@ func (w *Writer) TrackingName() string { return w.cfg.TrackingName }
 // whatever name is passed; the parameter gives Tracking the shape of
 // store.ProcessRecorder.Tracking, so a consumer can be handed either.
 func (w *Writer) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
-	return w.rec.Tracking(ctx, w.cfg.TrackingName, topic, partition)
+	pos, err := w.rec.Tracking(ctx, w.cfg.TrackingName, topic, partition)
+	if err == nil {
+		w.remember(partitionKey{topic, partition}, pos)
+	}
+	return pos, err
+}
+
+// remember notes that the stored tracking of k is at least pos.
+func (w *Writer) remember(k partitionKey, pos int64) {
+	w.trackMu.Lock()
+	defer w.trackMu.Unlock()
+	if old, ok := w.tracked[k]; !ok || old < pos {
+		w.tracked[k] = pos
+	}
+}
+
+// remembered returns the tracking of k that this writer last read or
+// committed. Tracking only moves forward, so the stored one is the same or,
+// if another writer applied records of k since, greater.
+func (w *Writer) remembered(k partitionKey) (int64, bool) {
+	w.trackMu.Lock()
+	defer w.trackMu.Unlock()
+	pos, ok := w.tracked[k]
+	return pos, ok
 }
 
 // Stats returns the writer's totals so far.
@@ -233,11 +267,13 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 	}
 	in := w.decode(records)
 	bypass := make(map[uuid.UUID]bool)
+	readTracking := false
+	conflicts := 0
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b, err := w.plan(ctx, in, bypass)
+		b, err := w.plan(ctx, in, bypass, readTracking)
 		if err == nil && b.empty() {
 			st.Skipped = b.stats.Skipped
 			return nil
@@ -255,7 +291,16 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 			}
 		}
 		// The aggregates b took out of the cache are dropped with b.
-		if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict) && attempt < w.cfg.MaxConflictRetries {
+		if errors.Is(err, store.ErrTrackingConflict) && b != nil && b.remembered && !readTracking {
+			// Another writer applied records of a partition since this one
+			// last saw its tracking: read the tracking, and skip those.
+			readTracking = true
+			w.log.InfoContext(ctx, "command: another writer applied records of the batch; reading the tracking and trying the batch again",
+				logKeyAttempt, attempt+1, logKeyError, err)
+			continue
+		}
+		if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict) && conflicts < w.cfg.MaxConflictRetries {
+			conflicts++
 			id := bypassAll
 			if ce := (*store.ConflictError)(nil); errors.As(err, &ce) {
 				id = ce.SequenceID
@@ -355,6 +400,9 @@ type batch struct {
 	validate  []*working
 	dead      []deadNote // dead letters, logged once the batch commits
 	stats     BatchStats
+	// remembered reports that the tracking of a partition was not read but
+	// remembered (see Writer.remembered).
+	remembered bool
 }
 
 type deadNote struct {
@@ -364,14 +412,16 @@ type deadNote struct {
 
 func (b *batch) empty() bool { return len(b.tracking) == 0 && len(b.items) == 0 }
 
-// plan reads what the batch needs and decides every record's outcome.
-func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool) (*batch, error) {
+// plan reads what the batch needs and decides every record's outcome. With
+// readTracking it reads the tracking of every partition rather than use the
+// one it remembers.
+func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking bool) (*batch, error) {
 	b := &batch{
 		working:   make(map[aggKey]*working),
 		results:   make(map[uuid.UUID]*answered),
 		writtenBy: make(map[uuid.UUID]string),
 	}
-	live, err := w.skipApplied(ctx, b, in)
+	live, err := w.skipApplied(ctx, b, in, readTracking)
 	if err != nil || len(live) == 0 {
 		return b, err
 	}
@@ -394,17 +444,29 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 
 // skipApplied returns the records above the stored tracking of their partition,
 // and sets the batch's tracking.
-func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input) ([]*input, error) {
+//
+// The stored tracking is the one this writer remembers, unless readTracking is
+// set or it remembers none: a writer that consumes its partitions alone (the
+// usual case) then reads no tracking at all. If another writer applied records
+// since, the remembered tracking is behind, and the commit fails on the first
+// tracking it sets (see commit); handle then plans again with readTracking.
+func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTracking bool) ([]*input, error) {
 	stored := make(map[partitionKey]int64)
 	for i := range in {
 		k := partitionKey{in[i].rec.Topic, in[i].rec.Partition}
 		if _, ok := stored[k]; ok {
 			continue
 		}
+		if pos, ok := w.remembered(k); ok && !readTracking {
+			stored[k] = pos
+			b.remembered = true
+			continue
+		}
 		pos, err := w.rec.Tracking(ctx, w.cfg.TrackingName, k.topic, k.partition)
 		if err != nil {
 			return nil, fmt.Errorf("read tracking of %s/%d: %w", k.topic, k.partition, err)
 		}
+		w.remember(k, pos)
 		stored[k] = pos
 	}
 	live := make([]*input, 0, len(in))
@@ -440,9 +502,13 @@ func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input) ([]*inpu
 	return live, nil
 }
 
-// prefetch reads, concurrently, the last item of each command's result sequence
-// and of each dead letter's sequence, and loads each aggregate a command
-// addresses into b.working.
+// prefetch reads what deciding the batch needs: the last item of each
+// command's result sequence and of each dead letter's sequence (the lookups),
+// and each aggregate a command addresses, into b.working. A cached aggregate is
+// used as it is, without a read (see commit for why a stale one is safe); the
+// others are rebuilt from the store. With a store.SequencesReader all of it is
+// one read, and with snapshots one more read per uncached aggregate that
+// exists; without one, it is a read per sequence, ReadConcurrency at a time.
 func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool) (map[uuid.UUID]lookup, error) {
 	var seqs []uuid.UUID
 	lookups := make(map[uuid.UUID]lookup, len(live))
@@ -467,11 +533,21 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 			continue
 		}
 		key := aggKey{x.cmd.Entity, x.cmd.EntityID}
-		if _, ok := b.working[key]; !ok {
-			wk := &working{key: key, kind: k}
-			b.working[key] = wk
-			loads = append(loads, wk)
+		if _, ok := b.working[key]; ok {
+			continue
 		}
+		wk := &working{key: key, kind: k}
+		b.working[key] = wk
+		if bypass[key.id] || bypass[bypassAll] {
+			w.cache.drop(key)
+		} else if agg, ok := w.cache.take(key); ok {
+			wk.setAgg(agg)
+			continue
+		}
+		loads = append(loads, wk)
+	}
+	if w.seqs != nil {
+		return lookups, w.readBatch(ctx, seqs, loads, lookups)
 	}
 	found := make([]lookup, len(seqs))
 	err := w.parallel(ctx, len(seqs)+len(loads), func(ctx context.Context, i int) error {
@@ -480,8 +556,7 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 			found[i], err = w.lastItem(ctx, seqs[i])
 			return err
 		}
-		wk := loads[i-len(seqs)]
-		return w.load(ctx, wk, bypass[wk.key.id] || bypass[bypassAll])
+		return w.loadStored(ctx, loads[i-len(seqs)])
 	})
 	if err != nil {
 		return nil, err
@@ -490,6 +565,57 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		lookups[id] = found[i]
 	}
 	return lookups, nil
+}
+
+// lastQuery selects the last item of a sequence.
+var lastQuery = store.Query{Desc: true, Limit: 1}
+
+// readBatch fills lookups (the last item of each of seqs) and loads the
+// aggregates of loads with one store.SequencesReader call: the whole history
+// of each aggregate to replay, or, with snapshots, its last item, and then one
+// repository load for each that exists.
+func (w *Writer) readBatch(ctx context.Context, seqs []uuid.UUID, loads []*working, lookups map[uuid.UUID]lookup) error {
+	replay := w.cfg.SnapshotEvery <= 0
+	queries := make(map[uuid.UUID]store.Query, len(seqs)+len(loads))
+	for _, id := range seqs {
+		queries[id] = lastQuery
+	}
+	for _, wk := range loads {
+		if replay {
+			queries[wk.key.id] = store.Query{} // a command id may be an entity id too: the history holds its last item
+		} else {
+			queries[wk.key.id] = lastQuery
+		}
+	}
+	got, err := w.seqs.SelectSequences(ctx, queries)
+	if err != nil {
+		return fmt.Errorf("read %d sequences: %w", len(queries), err)
+	}
+	last := func(id uuid.UUID) lookup {
+		items := got[id]
+		switch {
+		case len(items) == 0:
+			return lookup{}
+		case queries[id].Desc:
+			return lookup{found: true, item: items[0]}
+		default:
+			return lookup{found: true, item: items[len(items)-1]}
+		}
+	}
+	for _, id := range seqs {
+		lookups[id] = last(id)
+	}
+	if replay {
+		for _, wk := range loads {
+			if err := w.replay(wk, got[wk.key.id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return w.parallel(ctx, len(loads), func(ctx context.Context, i int) error {
+		return w.fromStore(ctx, loads[i], last(loads[i].key.id))
+	})
 }
 
 // decide adds one record's outcome to b.
@@ -692,82 +818,116 @@ func (w *Writer) lastItem(ctx context.Context, id uuid.UUID) (lookup, error) {
 	return lookup{found: true, item: items[0]}, nil
 }
 
-// load sets wk's aggregate: the cached one brought up to date, or (on a miss,
-// or with bypass) one rebuilt through the repository.
-func (w *Writer) load(ctx context.Context, wk *working, bypass bool) error {
-	if bypass {
-		w.cache.drop(wk.key)
-	} else if agg, ok := w.cache.take(wk.key); ok {
-		after := agg.Base().Version() - 1
-		evs, err := w.es.Get(ctx, wk.key.id, store.Query{After: &after})
-		if err != nil && !errors.Is(err, events.ErrUnknownTopic) {
-			return fmt.Errorf("read %s %s: %w", wk.key.typ, wk.key.id, err)
-		}
-		fresh := err == nil
-		for _, e := range evs {
-			if events.Apply(agg, e) != nil {
-				fresh = false
-				break
-			}
-		}
-		if fresh {
-			wk.agg, wk.base = agg, agg.Base().Version()
-			return nil
-		}
-	}
-	agg, reject, err := w.loadStored(ctx, wk.kind, wk.key.id)
+// loadStored sets wk's aggregate, rebuilt from the store.
+func (w *Writer) loadStored(ctx context.Context, wk *working) error {
+	last, err := w.lastItem(ctx, wk.key.id)
 	if err != nil {
 		return err
 	}
-	wk.agg, wk.reject = agg, reject
-	if agg != nil {
-		wk.base = agg.Base().Version()
+	return w.fromStore(ctx, wk, last)
+}
+
+// fromStore sets wk's aggregate, rebuilt through the repository (from a
+// snapshot if configured) given the last item of its sequence. A sequence the
+// aggregate cannot be rebuilt from (another entity type's, a result's, or one
+// whose events do not replay) sets wk.reject; a store error is returned.
+func (w *Writer) fromStore(ctx context.Context, wk *working, last lookup) error {
+	k, id := wk.kind, wk.key.id
+	if !last.found {
+		wk.setAgg(k.newAgg())
+		return nil
+	}
+	if t := events.EntityOf(last.item.Topic); t != k.name {
+		wk.reject = takenError(id, last.item.Topic, k.name)
+		return nil
+	}
+	agg, err := k.get(ctx, id)
+	switch {
+	case err == nil:
+		wk.setAgg(agg)
+	case errors.Is(err, store.ErrNotFound):
+		// The repository hides discarded aggregates; the writer needs their version.
+		wk.setAgg(discarded(k, id, last.item.Position+1))
+	case errors.Is(err, events.ErrUnknownTopic), errors.Is(err, events.ErrVersion), errors.Is(err, events.ErrDiscarded):
+		wk.reject = replayError(k, id, err)
+	default:
+		return fmt.Errorf("load %s %s: %w", k.name, id, err)
 	}
 	return nil
 }
 
-// loadStored rebuilds an aggregate from the store. A sequence the aggregate
-// cannot be rebuilt from (another entity type's, a result's, or one whose events
-// do not replay) gives a reject error; a store error gives err.
-func (w *Writer) loadStored(ctx context.Context, k *writerKind, id uuid.UUID) (agg events.Root, reject, err error) {
-	last, err := w.lastItem(ctx, id)
-	if err != nil {
-		return nil, nil, err
+// replay sets wk's aggregate, rebuilt from items, the whole history of its
+// sequence: what fromStore does through a repository without snapshots.
+func (w *Writer) replay(wk *working, items []store.SequencedItem) error {
+	k, id := wk.kind, wk.key.id
+	if len(items) == 0 {
+		wk.setAgg(k.newAgg())
+		return nil
 	}
-	if !last.found {
-		return k.newAgg(), nil, nil
+	last := items[len(items)-1]
+	if t := events.EntityOf(last.Topic); t != k.name {
+		wk.reject = takenError(id, last.Topic, k.name)
+		return nil
 	}
-	if t := events.EntityOf(last.item.Topic); t != k.name {
-		return nil, fmt.Errorf("command: id %s is taken by a sequence of topic %q, not a %s", id, last.item.Topic, k.name), nil
+	agg := k.newAgg()
+	for _, it := range items {
+		e, err := w.mapper.FromItem(it)
+		if err != nil {
+			err = fmt.Errorf("store: sequence %s: %w", id, err) // as store.EventStore.Get says it
+			if errors.Is(err, events.ErrUnknownTopic) {
+				wk.reject = replayError(k, id, err)
+				return nil
+			}
+			return fmt.Errorf("load %s %s: %w", k.name, id, err)
+		}
+		if err := events.Apply(agg, e); err != nil {
+			err = fmt.Errorf("store: replay %s: %w", id, err) // as store.Repository says it
+			if errors.Is(err, events.ErrVersion) || errors.Is(err, events.ErrDiscarded) {
+				wk.reject = replayError(k, id, err)
+				return nil
+			}
+			return fmt.Errorf("load %s %s: %w", k.name, id, err)
+		}
 	}
-	agg, err = k.get(ctx, id)
-	switch {
-	case err == nil:
-		return agg, nil, nil
-	case errors.Is(err, store.ErrNotFound):
-		// The repository hides discarded aggregates; the writer needs their version.
-		agg = k.newAgg()
-		agg.Base().Restore(id, last.item.Position+1)
-		agg.Base().MarkDiscarded()
-		return agg, nil, nil
-	case errors.Is(err, events.ErrUnknownTopic), errors.Is(err, events.ErrVersion), errors.Is(err, events.ErrDiscarded):
-		return nil, fmt.Errorf("command: %s %s cannot be rebuilt from its events: %w", k.name, id, err), nil
-	default:
-		return nil, nil, fmt.Errorf("load %s %s: %w", k.name, id, err)
+	if agg.Base().Discarded() {
+		agg = discarded(k, id, last.Position+1)
 	}
+	wk.setAgg(agg)
+	return nil
+}
+
+func (wk *working) setAgg(agg events.Root) {
+	wk.agg, wk.base = agg, agg.Base().Version()
+}
+
+// discarded returns a discarded aggregate of k at version.
+func discarded(k *writerKind, id uuid.UUID, version int64) events.Root {
+	agg := k.newAgg()
+	agg.Base().Restore(id, version)
+	agg.Base().MarkDiscarded()
+	return agg
+}
+
+func takenError(id uuid.UUID, topic, kind string) error {
+	return fmt.Errorf("command: id %s is taken by a sequence of topic %q, not a %s", id, topic, kind)
+}
+
+func replayError(k *writerKind, id uuid.UUID, err error) error {
+	return fmt.Errorf("command: %s %s cannot be rebuilt from its events: %w", k.name, id, err)
 }
 
 // rebuild undoes a failed command's changes to wk's aggregate: it loads the
 // aggregate again and applies the batch's accepted events. If the stored
 // aggregate moved on meanwhile, it returns a conflict so the batch starts over.
 func (w *Writer) rebuild(ctx context.Context, wk *working) error {
-	agg, reject, err := w.loadStored(ctx, wk.kind, wk.key.id)
-	if err != nil {
+	stored := &working{key: wk.key, kind: wk.kind}
+	if err := w.loadStored(ctx, stored); err != nil {
 		return err
 	}
-	if reject != nil || agg.Base().Version() != wk.base {
+	if stored.reject != nil || stored.base != wk.base {
 		return &store.ConflictError{SequenceID: wk.key.id, Position: wk.base}
 	}
+	agg := stored.agg
 	for _, e := range wk.applied {
 		if err := events.Apply(agg, e); err != nil {
 			return fmt.Errorf("rebuild %s %s: %w", wk.key.typ, wk.key.id, err)
@@ -778,24 +938,23 @@ func (w *Writer) rebuild(ctx context.Context, wk *working) error {
 }
 
 // commit stores the batch: tracking first (so a zombie fails fast with
-// ErrTrackingConflict; see plan), then checks that the aggregates whose unchanged state
-// decided an outcome are still unchanged, then appends every item.
+// ErrTrackingConflict; see skipApplied), then checks that the aggregates whose
+// unchanged state decided an outcome are still unchanged, then appends every
+// item.
+//
+// This is what makes a stale aggregate safe, such as a cached one that another
+// writer appended to (after a rebalance, say): an accepted command's first
+// event takes the position at the aggregate's stale version, which the store
+// holds already, so the append fails with a conflict and the batch is decided
+// again from the store; a rejection or conflict decided on unchanged state
+// fails the check.
 func (w *Writer) commit(ctx context.Context, b *batch) error {
 	return w.rec.InTx(ctx, func(tx store.Tx) error {
-		for _, t := range b.tracking {
-			if err := tx.SetTracking(ctx, t); err != nil {
-				return err
-			}
+		if err := setTracking(ctx, tx, b.tracking); err != nil {
+			return err
 		}
-		for _, wk := range b.validate {
-			after := wk.base - 1
-			items, err := tx.SelectEvents(ctx, wk.key.id, store.Query{After: &after, Limit: 1})
-			if err != nil {
-				return err
-			}
-			if len(items) > 0 {
-				return &store.ConflictError{SequenceID: wk.key.id, Position: wk.base}
-			}
+		if err := unchanged(ctx, tx, b.validate); err != nil {
+			return err
 		}
 		if len(b.items) == 0 {
 			return nil
@@ -805,9 +964,63 @@ func (w *Writer) commit(ctx context.Context, b *batch) error {
 	})
 }
 
-// committed keeps the batch's aggregates, now stored, in the cache, and logs its
-// dead letters.
+// setTracking records ts in order: in one call if tx is a
+// store.TrackingsSetter.
+func setTracking(ctx context.Context, tx store.Tx, ts []store.Tracking) error {
+	if s, ok := tx.(store.TrackingsSetter); ok {
+		return s.SetTrackings(ctx, ts)
+	}
+	for _, t := range ts {
+		if err := tx.SetTracking(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unchanged returns a conflict if the store holds an item at or after the
+// version of any of ws: in one read if tx is a store.SequencesReader.
+func unchanged(ctx context.Context, tx store.Tx, ws []*working) error {
+	moved := func(wk *working, items []store.SequencedItem) error {
+		if len(items) > 0 && items[0].Position >= wk.base {
+			return &store.ConflictError{SequenceID: wk.key.id, Position: wk.base}
+		}
+		return nil
+	}
+	if sr, ok := tx.(store.SequencesReader); ok && len(ws) > 1 {
+		queries := make(map[uuid.UUID]store.Query, len(ws))
+		for _, wk := range ws {
+			queries[wk.key.id] = lastQuery
+		}
+		got, err := sr.SelectSequences(ctx, queries)
+		if err != nil {
+			return err
+		}
+		for _, wk := range ws {
+			if err := moved(wk, got[wk.key.id]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, wk := range ws {
+		items, err := tx.SelectEvents(ctx, wk.key.id, lastQuery)
+		if err != nil {
+			return err
+		}
+		if err := moved(wk, items); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// committed keeps the batch's aggregates, now stored, in the cache, remembers
+// its tracking, and logs its dead letters.
 func (w *Writer) committed(ctx context.Context, b *batch) {
+	for _, t := range b.tracking {
+		w.remember(partitionKey{t.Topic, t.Partition}, t.Position)
+	}
 	for _, d := range b.dead {
 		w.log.WarnContext(ctx, "command: record sent to the dead-letter topic",
 			logKeyTopic, d.rec.Topic, logKeyPartition, d.rec.Partition, logKeyOffset, d.rec.Offset, logKeyReason, d.reason)

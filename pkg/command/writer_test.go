@@ -331,6 +331,47 @@ func TestStaleRejectionRetried(t *testing.T) {
 	checkResult(t, e.result(c.CommandID), wire.StatusAccepted, 2, 1)
 }
 
+// A writer reads the tracking of a partition once and then remembers what it
+// committed; if another writer applied records of the partition meanwhile, the
+// batch fails on the tracking, and the writer reads it and skips those records.
+func TestRememberedTracking(t *testing.T) {
+	e := newEnv(t, command.WriterConfig{})
+	var st command.BatchStats
+	w := e.writer(command.WriterConfig{OnBatch: func(b command.BatchStats) { st = b }})
+	id := uuid.New()
+	before := e.rec.trackings.Load()
+	e.handle(w, e.record(0, cmd("create", "example", id, `{}`)), e.record(1, cmd("create", "example", uuid.New(), `{}`)))
+	for i := range 3 {
+		e.handle(w, e.record(0, cmd("update", "example", id, fmt.Sprintf(`{"a": %d}`, i))))
+	}
+	if n := e.rec.trackings.Load() - before; n != 2 {
+		t.Fatalf("%d tracking reads, want 2 (one per partition)", n)
+	}
+
+	// Another writer applies offsets 4 and 5; w is handed them again with 6.
+	other := e.plainWriter(command.WriterConfig{})
+	redelivered := []wire.Record{
+		e.record(0, cmd("update", "example", id, `{"b": 1}`)),
+		e.record(0, cmd("update", "example", id, `{"b": 2}`)),
+	}
+	e.handle(other, redelivered...)
+	next := cmd("update", "example", id, `{"c": 1}`)
+	e.handle(w, append(redelivered, e.record(0, next))...)
+	if st.Attempts != 2 || st.Skipped != 2 || st.Accepted != 1 || st.Duplicates != 0 {
+		t.Fatalf("batch stats %+v; want 2 attempts, 2 skipped, 1 accepted", st)
+	}
+	checkResult(t, e.result(next.CommandID), wire.StatusAccepted, 7, 6)
+	if n := e.eventCount(id); n != 7 {
+		t.Fatalf("%d events, want 7", n)
+	}
+	// Records at or below the tracking w remembers are skipped without a read.
+	before = e.rec.trackings.Load()
+	e.handle(w, redelivered...)
+	if n := e.rec.trackings.Load() - before; n != 0 || st.Skipped != 2 || st.Attempts != 0 {
+		t.Fatalf("%d tracking reads, batch stats %+v; want none, 2 skipped", n, st)
+	}
+}
+
 // A zombie writer that read the tracking before the first writer committed.
 func TestZombieWriter(t *testing.T) {
 	ctx := context.Background()
@@ -554,24 +595,90 @@ func TestFailingHandlerRollsBack(t *testing.T) {
 // Foreign is an event of another entity type.
 type Foreign struct{ events.Meta }
 
-// A cached aggregate costs one read per batch; a conflict bypasses the cache.
+// A batch costs one read however many commands and entities it has, and a
+// cached aggregate costs nothing; a writer over a recorder that reads one
+// sequence at a time reads each command id, and each uncached aggregate's last
+// item and history.
 func TestCacheReads(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{ReadConcurrency: 1})
-	id := uuid.New()
-	e.handle(e.w, e.record(0, cmd("create", "example", id, `{}`)))
-	before := e.rec.selects.Load()
-	e.handle(e.w, e.record(0, cmd("update", "example", id, `{"a": 1}`)))
-	// One look-up of the command id, one read of the entity's new events.
-	if n := e.rec.selects.Load() - before; n != 2 {
-		t.Fatalf("%d reads, want 2", n)
+	for _, tc := range []struct {
+		perSequence      bool
+		cached, uncached int64 // reads of an update batch of n commands for n entities
+	}{
+		{false, 1, 1},
+		{true, 1, 3},
+	} {
+		t.Run(fmt.Sprintf("perSequence=%v", tc.perSequence), func(t *testing.T) {
+			for _, n := range []int64{1, 10} {
+				for _, cacheSize := range []int{0, -1} {
+					e := newEnvReads(t, command.WriterConfig{CacheSize: cacheSize, ReadConcurrency: 1}, tc.perSequence)
+					ids := make([]uuid.UUID, n)
+					var creates, updates []wire.Record
+					for i := range ids {
+						ids[i] = uuid.New()
+						creates = append(creates, e.record(0, cmd("create", "example", ids[i], `{}`)))
+					}
+					for _, id := range ids {
+						updates = append(updates, e.record(0, cmd("update", "example", id, `{"a": 1}`)))
+					}
+					e.handle(e.w, creates...)
+					before := e.rec.selects.Load()
+					e.handle(e.w, updates...)
+					got := e.rec.selects.Load() - before
+					want := tc.cached
+					if cacheSize < 0 {
+						want = tc.uncached
+					}
+					if tc.perSequence {
+						want *= n
+					}
+					if got != want {
+						t.Fatalf("%d commands, cache size %d: %d reads, want %d", n, cacheSize, got, want)
+					}
+				}
+			}
+		})
 	}
-	cold := newEnv(t, command.WriterConfig{CacheSize: -1, ReadConcurrency: 1})
-	cold.handle(cold.w, cold.record(0, cmd("create", "example", id, `{}`)))
-	before = cold.rec.selects.Load()
-	cold.handle(cold.w, cold.record(0, cmd("update", "example", id, `{"a": 1}`)))
-	// The command id, the entity's last item, the repository's replay.
-	if n := cold.rec.selects.Load() - before; n != 3 {
-		t.Fatalf("%d reads without a cache, want 3", n)
+}
+
+// A cached aggregate that another writer appended to is not read again before
+// use; the commit finds it stale, and the batch is decided again from the
+// store: an accepted command's append conflicts, and a rejection or conflict
+// decided on its unchanged state fails the check in the transaction.
+func TestStaleCache(t *testing.T) {
+	for _, perSequence := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perSequence=%v", perSequence), func(t *testing.T) {
+			e := newEnvReads(t, command.WriterConfig{}, perSequence)
+			other := e.plainWriter(command.WriterConfig{TrackingName: "other"})
+			id := uuid.New()
+			e.handle(e.w, e.record(0, cmd("create", "example", id, `{"a": 0}`))) // cached at version 1
+
+			var st command.BatchStats
+			w := e.writer(command.WriterConfig{OnBatch: func(b command.BatchStats) { st = b }})
+			e.handle(w, e.record(0, cmd("update", "example", id, `{"a": 1}`))) // w caches version 2
+			e.handle(other, e.record(5, cmd("update", "example", id, `{"b": 1}`)))
+
+			// Decided on version 2 this would be accepted at position 2, taken.
+			c1 := expect(cmd("update", "example", id, `{"a": 2}`), 2)
+			e.handle(w, e.record(0, c1))
+			checkResult(t, e.result(c1.CommandID), wire.StatusConflict, 3)
+			if st.Attempts != 2 {
+				t.Fatalf("attempts %d, want 2", st.Attempts)
+			}
+
+			// Rejected on a stale cache: nothing to append, so the transaction checks.
+			e.handle(w, e.record(0, cmd("update", "example", id, `{"a": 3}`))) // w caches version 4
+			e.handle(other, e.record(5, cmd("discard", "example", id, "")))
+			c2 := cmd("create", "example", id, `{}`)
+			e.handle(w, e.record(0, c2))
+			r := e.result(c2.CommandID)
+			checkResult(t, r, wire.StatusRejected, 5)
+			if !strings.Contains(r.Error, "discarded") || st.Attempts != 2 {
+				t.Fatalf("result %+v after %d attempts; want a rejection of the discarded entity after 2", r, st.Attempts)
+			}
+			if n := e.eventCount(id); n != 5 {
+				t.Fatalf("%d events, want 5", n)
+			}
+		})
 	}
 }
 

@@ -110,6 +110,18 @@ type AggregateRecorder interface {
 	SelectEvents(ctx context.Context, sequenceID uuid.UUID, q Query) ([]SequencedItem, error)
 }
 
+// A SequencesReader selects items of many sequences in one call: on a database
+// server, one round trip instead of one per sequence. It is optional. Recorders
+// implement it where they can, and so may their transactions (the Tx that InTx
+// passes); a caller that finds it missing calls SelectEvents once per sequence.
+type SequencesReader interface {
+	// SelectSequences returns, under each sequence id of queries, the items
+	// that SelectEvents with queries[id] would return. A sequence with no item
+	// selected has no key in the result. Inside a transaction it sees the
+	// transaction's own writes.
+	SelectSequences(ctx context.Context, queries map[uuid.UUID]Query) (map[uuid.UUID][]SequencedItem, error)
+}
+
 // ApplicationRecorder also keeps the notification log: every item in one global
 // order that a reader can follow without ever skipping an item that commits later.
 type ApplicationRecorder interface {
@@ -134,6 +146,17 @@ type Tx interface {
 	// transaction must then be rolled back, if the stored position for t's key is
 	// greater than or equal to t.Position.
 	SetTracking(ctx context.Context, t Tracking) error
+}
+
+// A TrackingsSetter is a Tx that records several tracking records in one call:
+// on a database server, one round trip instead of one per record. It is
+// optional; a caller that finds it missing calls SetTracking for each.
+type TrackingsSetter interface {
+	// SetTrackings records each of ts in order, as SetTracking would, and
+	// returns the first *TrackingConflictError. Records after the one that
+	// failed may or may not have been recorded: the transaction must be
+	// rolled back either way.
+	SetTrackings(ctx context.Context, ts []Tracking) error
 }
 
 // ProcessRecorder is an ApplicationRecorder with tracking and transactions, for

@@ -1,6 +1,6 @@
-// Package memory is an in-memory store.ProcessRecorder, store.SnapshotRecorder and
-// store.Notifier. It keeps nothing on disk: use it in tests and examples, and where
-// the log may be lost with the process.
+// Package memory is an in-memory store.ProcessRecorder, store.SequencesReader,
+// store.SnapshotRecorder and store.Notifier. It keeps nothing on disk: use it in
+// tests and examples, and where the log may be lost with the process.
 //
 // Appends are serialised by one mutex, so notification ids are assigned in commit
 // order and the notification log never skips an item. All methods are safe for
@@ -37,8 +37,11 @@ type Recorder struct {
 
 var (
 	_ store.ProcessRecorder  = (*Recorder)(nil)
+	_ store.SequencesReader  = (*Recorder)(nil)
 	_ store.SnapshotRecorder = (*Recorder)(nil)
 	_ store.Notifier         = (*Recorder)(nil)
+	_ store.SequencesReader  = (*memTx)(nil)
+	_ store.TrackingsSetter  = (*memTx)(nil)
 )
 
 // New returns an empty recorder.
@@ -70,6 +73,23 @@ func (r *Recorder) SelectEvents(ctx context.Context, id uuid.UUID, q store.Query
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return selectItems(r.sequences[id], nil, q), nil
+}
+
+// SelectSequences implements store.SequencesReader. It reads every sequence
+// under one lock, so the result is one consistent view.
+func (r *Recorder) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make(map[uuid.UUID][]store.SequencedItem, len(queries))
+	for id, q := range queries {
+		if items := selectItems(r.sequences[id], nil, q); len(items) > 0 {
+			out[id] = items
+		}
+	}
+	return out, nil
 }
 
 // selectItems applies q to committed items (in position order) followed by pending
@@ -244,6 +264,20 @@ func (tx *memTx) SelectEvents(ctx context.Context, id uuid.UUID, q store.Query) 
 	return selectItems(merged, nil, q), nil
 }
 
+func (tx *memTx) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	out := make(map[uuid.UUID][]store.SequencedItem, len(queries))
+	for id, q := range queries {
+		items, err := tx.SelectEvents(ctx, id, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(items) > 0 {
+			out[id] = items
+		}
+	}
+	return out, nil
+}
+
 func (tx *memTx) SetTracking(ctx context.Context, t store.Tracking) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -257,6 +291,15 @@ func (tx *memTx) SetTracking(ctx context.Context, t store.Tracking) error {
 		return &store.TrackingConflictError{Tracking: t, Stored: stored}
 	}
 	tx.tracking[k] = t.Position
+	return nil
+}
+
+func (tx *memTx) SetTrackings(ctx context.Context, ts []store.Tracking) error {
+	for _, t := range ts {
+		if err := tx.SetTracking(ctx, t); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

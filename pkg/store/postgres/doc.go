@@ -1,12 +1,13 @@
 // Package postgres is the PostgreSQL store backend (PostgreSQL 13 or later;
 // production targets 14+), on pgx/v5.
 //
-// A Recorder is a store.ProcessRecorder, a store.SnapshotRecorder and a
-// store.Notifier. New takes a connected *pgxpool.Pool and Options (schema, and
-// a table prefix so several applications can share a schema); it never dials
-// or reads the environment. Connect is a helper for main: it parses a DSN,
-// opens a pool, pings, and says what to fix (ErrInvalidDSN, ErrUnreachable,
-// ErrAuth, ErrNoDatabase) without ever printing the password.
+// A Recorder is a store.ProcessRecorder, a store.SequencesReader, a
+// store.SnapshotRecorder and a store.Notifier. New takes a connected
+// *pgxpool.Pool and Options (schema, and a table prefix so several
+// applications can share a schema); it never dials or reads the environment.
+// Connect is a helper for main: it parses a DSN, opens a pool, pings, and says
+// what to fix (ErrInvalidDSN, ErrUnreachable, ErrAuth, ErrNoDatabase) without
+// ever printing the password.
 //
 // # Schema and migrations
 //
@@ -99,12 +100,23 @@
 // contiguous: if p-1 does not exist yet (a caller appending with a gap), it has
 // nothing to compare with and lets the append through.
 //
+// # Reads
+//
+// SelectEvents reads one sequence with one index scan. SelectSequences (the
+// optional store.SequencesReader, on the Recorder and inside InTx) reads many
+// sequences, each with its own store.Query, in one statement and so one round
+// trip: the queries go as arrays, unnest'ed and joined LATERAL to one
+// primary-key scan per sequence (ascending or descending, with its limit), a
+// nested loop over the input whatever the size of the table.
+//
 // # Tracking and transactions
 //
 // InTx runs fn in a READ COMMITTED transaction. SetTracking is one upsert
 // that updates only if the stored position is lower; if it changes nothing it
 // returns a *store.TrackingConflictError, and InTx rolls back and returns that
-// error even if fn ignored it. PgxTx gives postgres-specific code the pgx.Tx
+// error even if fn ignored it. SetTrackings (the optional
+// store.TrackingsSetter) sends several of those upserts as one pipelined pgx
+// batch: one round trip, run in order by the server. PgxTx gives postgres-specific code the pgx.Tx
 // under a store.Tx, to commit its own writes with the store's. If the
 // connection breaks during the commit, the outcome is unknown to the caller:
 // retry with idempotent operations (tracking makes consumers so).

@@ -41,8 +41,11 @@ const (
 // The recorder's interfaces.
 var (
 	_ store.ProcessRecorder  = (*Recorder)(nil)
+	_ store.SequencesReader  = (*Recorder)(nil)
 	_ store.SnapshotRecorder = (*Recorder)(nil)
 	_ store.Notifier         = (*Recorder)(nil)
+	_ store.SequencesReader  = (*tx)(nil)
+	_ store.TrackingsSetter  = (*tx)(nil)
 )
 
 // ErrLogOrder reports an append that would put a sequence's items out of
@@ -89,7 +92,7 @@ type Recorder struct {
 
 type queries struct {
 	insert, insertTx, selectAsc, selectDesc, notifications, maxID string
-	tracking, setTracking, deleteRange, findTaken                 string
+	selectMany, tracking, setTracking, deleteRange, findTaken     string
 	insertSnapshot, latestSnapshot                                string
 }
 
@@ -200,6 +203,21 @@ LIMIT 1`),
 WHERE sequence_id = $1 AND position > $2 AND position <= $3 ORDER BY position LIMIT $4`),
 		selectDesc: r.Replace(`SELECT position, topic, state, codec FROM EVENTS
 WHERE sequence_id = $1 AND position > $2 AND position <= $3 ORDER BY position DESC LIMIT $4`),
+		// One index scan per sequence, in either direction: LATERAL keeps the
+		// plan a nested loop over the input (never a scan of the table), and
+		// of the two branches the one-time filter runs only one per sequence.
+		selectMany: r.Replace(`SELECT q.sequence_id, s.position, s.topic, s.state, s.codec
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bool[], $5::bigint[])
+	AS q (sequence_id, after, up_to, descending, lim)
+CROSS JOIN LATERAL (
+	(SELECT e.position, e.topic, e.state, e.codec FROM EVENTS e
+	WHERE NOT q.descending AND e.sequence_id = q.sequence_id AND e.position > q.after AND e.position <= q.up_to
+	ORDER BY e.position LIMIT q.lim)
+	UNION ALL
+	(SELECT e.position, e.topic, e.state, e.codec FROM EVENTS e
+	WHERE q.descending AND e.sequence_id = q.sequence_id AND e.position > q.after AND e.position <= q.up_to
+	ORDER BY e.position DESC LIMIT q.lim)
+) s`),
 		// The first $2 items after $1, then only those below the horizon: the
 		// same rows as applying both bounds first (items above the horizon sort
 		// after all those below it), but the plan is always an ordered index
@@ -437,14 +455,20 @@ func (r *Recorder) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q sto
 	return r.selectEvents(ctx, r.pool, sequenceID, q)
 }
 
-func (r *Recorder) selectEvents(ctx context.Context, qr querier, sequenceID uuid.UUID, q store.Query) ([]store.SequencedItem, error) {
-	after, upTo := int64(-1), int64(math.MaxInt64)
+// bounds returns q's range of positions, (after, upTo].
+func bounds(q store.Query) (after, upTo int64) {
+	after, upTo = -1, math.MaxInt64
 	if q.After != nil {
 		after = *q.After
 	}
 	if q.UpTo != nil {
 		upTo = *q.UpTo
 	}
+	return after, upTo
+}
+
+func (r *Recorder) selectEvents(ctx context.Context, qr querier, sequenceID uuid.UUID, q store.Query) ([]store.SequencedItem, error) {
+	after, upTo := bounds(q)
 	var limit *int64
 	if q.Limit > 0 {
 		l := int64(q.Limit)
@@ -487,6 +511,83 @@ func (r *Recorder) selectEvents(ctx context.Context, qr querier, sequenceID uuid
 		return nil, fmt.Errorf("postgres: select events: %w", err)
 	}
 	return items, nil
+}
+
+// SelectSequences returns items of many sequences in one statement (one round
+// trip), each sequence read with an index scan. See store.SequencesReader.
+func (r *Recorder) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	if r.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	return r.selectSequences(ctx, r.pool, queries)
+}
+
+func (r *Recorder) selectSequences(ctx context.Context, qr querier, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	out := make(map[uuid.UUID][]store.SequencedItem, len(queries))
+	if len(queries) == 0 {
+		return out, nil
+	}
+	rows, err := qr.Query(ctx, r.q.selectMany, selectManyArgs(queries)...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: select sequences: %w", err)
+	}
+	defer rows.Close()
+	d := newRowDecoder(rows.FieldDescriptions(), 0, 1, 3) // sequence id, position, state
+	for rows.Next() {
+		var it store.SequencedItem
+		ok := false
+		if d.fast {
+			raw := rows.RawValues()
+			it.Position, ok = int8At(raw[1])
+			if ok && len(raw[0]) == 16 && raw[2] != nil && raw[3] != nil && raw[4] != nil {
+				it.SequenceID = [16]byte(raw[0])
+				it.Topic, it.State, it.Codec = str(raw[2], &d.topic), clone(raw[3]), str(raw[4], &d.codec)
+			} else {
+				ok = false
+			}
+		}
+		if !ok {
+			var id pgtype.UUID
+			if err := rows.Scan(&id, &it.Position, &it.Topic, &it.State, &it.Codec); err != nil {
+				return nil, fmt.Errorf("postgres: select sequences: %w", err)
+			}
+			it.SequenceID = id.Bytes
+		}
+		out[it.SequenceID] = append(out[it.SequenceID], it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: select sequences: %w", err)
+	}
+	// SQL promises no order across the branches of the join: put each
+	// sequence in its query's order (it almost always is already).
+	for id, items := range out {
+		cmp := func(a, b store.SequencedItem) int { return cmpInt64(a.Position, b.Position) }
+		if queries[id].Desc {
+			cmp = func(a, b store.SequencedItem) int { return cmpInt64(b.Position, a.Position) }
+		}
+		if !slices.IsSortedFunc(items, cmp) {
+			slices.SortFunc(items, cmp)
+		}
+	}
+	return out, nil
+}
+
+// selectManyArgs returns the arguments of the selectMany statement: the
+// queries as column arrays.
+func selectManyArgs(queries map[uuid.UUID]store.Query) []any {
+	n := len(queries)
+	ids, afters, upTos := make([]pgtype.UUID, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+	descs, limits := make([]bool, 0, n), make([]int64, 0, n)
+	for id, q := range queries {
+		after, upTo := bounds(q)
+		limit := int64(math.MaxInt64)
+		if q.Limit > 0 {
+			limit = int64(q.Limit)
+		}
+		ids, afters, upTos = append(ids, pgUUID(id)), append(afters, after), append(upTos, upTo)
+		descs, limits = append(descs, q.Desc), append(limits, limit)
+	}
+	return []any{ids, afters, upTos, descs, limits}
 }
 
 // SelectNotifications returns up to limit notifications after the given id,

@@ -127,6 +127,19 @@ func (t *tx) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q store.Que
 	return items, nil
 }
 
+// SelectSequences reads many sequences in one statement inside the
+// transaction, seeing its own writes.
+func (t *tx) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	if t.failed != nil {
+		return nil, t.failed
+	}
+	out, err := t.r.selectSequences(ctx, t.tx, queries)
+	if err != nil {
+		return nil, t.fail(err)
+	}
+	return out, nil
+}
+
 // SetTracking moves a tracking record forward with one upsert that updates
 // only if the stored position is lower. Otherwise it returns a
 // *store.TrackingConflictError and the transaction is rolled back whole, even
@@ -141,6 +154,44 @@ func (t *tx) SetTracking(ctx context.Context, tr store.Tracking) error {
 	}
 	if changed == 0 {
 		return t.fail(&store.TrackingConflictError{Tracking: tr, Stored: stored})
+	}
+	return nil
+}
+
+// SetTrackings sends the upsert of each record in one pipelined batch (one
+// round trip); the server runs them in order. The first that changes nothing
+// fails the call, and the transaction, with a *store.TrackingConflictError.
+func (t *tx) SetTrackings(ctx context.Context, ts []store.Tracking) error {
+	if t.failed != nil {
+		return t.failed
+	}
+	switch len(ts) {
+	case 0:
+		return nil
+	case 1:
+		return t.SetTracking(ctx, ts[0])
+	}
+	b := &pgx.Batch{}
+	for _, tr := range ts {
+		b.Queue(t.r.q.setTracking, tr.Name, tr.Topic, tr.Partition, tr.Position)
+	}
+	res := t.tx.SendBatch(ctx, b)
+	var conflict error
+	for _, tr := range ts {
+		var changed, stored int64
+		if err := res.QueryRow().Scan(&changed, &stored); err != nil {
+			_ = res.Close()
+			return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
+		}
+		if changed == 0 && conflict == nil {
+			conflict = &store.TrackingConflictError{Tracking: tr, Stored: stored}
+		}
+	}
+	if err := res.Close(); err != nil {
+		return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
+	}
+	if conflict != nil {
+		return t.fail(conflict)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package sqlite is the embedded store backend: a store.ProcessRecorder,
-// store.SnapshotRecorder and store.Notifier on one SQLite database file,
-// through modernc.org/sqlite (pure Go, no cgo).
+// store.SequencesReader, store.SnapshotRecorder and store.Notifier on one
+// SQLite database file, through modernc.org/sqlite (pure Go, no cgo).
 //
 // Open opens a file and owns its connections; New wraps a *sql.DB of the
 // caller's (for read models kept in the same file, written in the same

@@ -224,6 +224,39 @@ func (r *Recorder) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q sto
 	return items, err
 }
 
+// The optional interfaces of the recorder and its transactions.
+var (
+	_ store.SequencesReader = (*Recorder)(nil)
+	_ store.SequencesReader = (*Tx)(nil)
+	_ store.TrackingsSetter = (*Tx)(nil)
+)
+
+// SelectSequences implements store.SequencesReader with one query per
+// sequence: SQLite runs in the process, so there are no round trips to save.
+func (r *Recorder) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	var out map[uuid.UUID][]store.SequencedItem
+	err := r.read(ctx, "select sequences", func(db queryer) error {
+		var err error
+		out, err = selectSequences(ctx, db, queries)
+		return err
+	})
+	return out, err
+}
+
+func selectSequences(ctx context.Context, db queryer, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	out := make(map[uuid.UUID][]store.SequencedItem, len(queries))
+	for id, q := range queries {
+		items, err := selectEvents(ctx, db, id, q)
+		if err != nil {
+			return nil, err
+		}
+		if len(items) > 0 {
+			out[id] = items
+		}
+	}
+	return out, nil
+}
+
 func selectEvents(ctx context.Context, db queryer, sequenceID uuid.UUID, q store.Query) ([]store.SequencedItem, error) {
 	var b strings.Builder
 	b.WriteString(`SELECT position, topic, state, codec FROM events WHERE sequence_id = ?`)

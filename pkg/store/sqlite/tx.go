@@ -102,6 +102,19 @@ func (t *Tx) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q store.Que
 	return items, nil
 }
 
+// SelectSequences implements store.SequencesReader: it sees what the
+// transaction wrote.
+func (t *Tx) SelectSequences(ctx context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	out, err := selectSequences(ctx, t.conn, queries)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: select sequences: %w", describe(ctx, err))
+	}
+	return out, nil
+}
+
 // SetTracking implements store.Tx. A conflict dooms the transaction: every
 // later call on t fails with it, and InTx rolls back and returns it.
 func (t *Tx) SetTracking(ctx context.Context, tr store.Tracking) error {
@@ -129,6 +142,17 @@ func (t *Tx) SetTracking(ctx context.Context, tr store.Tracking) error {
 	}
 	t.failed = &store.TrackingConflictError{Tracking: tr, Stored: stored}
 	return t.failed
+}
+
+// SetTrackings implements store.TrackingsSetter: SetTracking for each, in
+// order, up to the first that fails.
+func (t *Tx) SetTrackings(ctx context.Context, ts []store.Tracking) error {
+	for _, tr := range ts {
+		if err := t.SetTracking(ctx, tr); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ExecContext runs a statement of the caller's own in the transaction.

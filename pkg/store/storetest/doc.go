@@ -19,7 +19,11 @@
 // commit or roll back whole; many goroutines racing for one position; a tailer
 // that receives every item exactly once while writers append concurrently;
 // snapshots, when the recorder (or a factory passed with WithSnapshots) provides
-// them; and wake-ups, when the recorder implements store.Notifier.
+// them; wake-ups, when the recorder implements store.Notifier; and reads of
+// many sequences in one call that return what SelectEvents does for each, on
+// the recorder and inside a transaction, when they implement
+// store.SequencesReader; and tracking records set several at a time, when a
+// transaction implements store.TrackingsSetter.
 //
 // Subtests run in parallel, so newRecorder must be safe to call from several
 // goroutines, and the recorders it returns must not share data.

@@ -72,6 +72,7 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 	}{
 		{"InsertSelect", s.testInsertSelect},
 		{"SelectQuery", s.testSelectQuery},
+		{"SequencesReader", s.testSequencesReader},
 		{"EmptyBatch", s.testEmptyBatch},
 		{"ConflictAtomic", s.testConflictAtomic},
 		{"DuplicateInBatch", s.testDuplicateInBatch},
@@ -85,6 +86,7 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 		{"Tracking", s.testTracking},
 		{"TrackingConflictRollsBack", s.testTrackingRollsBack},
 		{"TrackingConflictSwallowed", s.testTrackingSwallowed},
+		{"TrackingsSetter", s.testTrackingsSetter},
 		{"RaceSamePosition", s.testRaceSamePosition},
 		{"OptimisticAppends", s.testOptimisticAppends},
 		{"ConcurrentTail", s.testConcurrentTail},
@@ -303,6 +305,187 @@ func (s *suite) testSelectQuery(t *testing.T) {
 	got, err := rec.SelectEvents(ctx, uuid.New(), store.Query{Desc: true, Limit: 5, After: ptr(1)})
 	if err != nil || len(got) != 0 {
 		t.Fatalf("SelectEvents of an unknown sequence with a query = %s, %v; want empty, nil", describe(got), err)
+	}
+}
+
+// selectQueries are queries of every shape, for a sequence of 10 items.
+var selectQueries = []store.Query{
+	{},
+	{After: ptr(3)},
+	{After: ptr(-1)},
+	{After: ptr(9)},
+	{UpTo: ptr(4)},
+	{UpTo: ptr(0)},
+	{After: ptr(2), UpTo: ptr(6)},
+	{After: ptr(6), UpTo: ptr(2)},
+	{Limit: 3},
+	{Limit: 50},
+	{Desc: true},
+	{Desc: true, Limit: 1},
+	{Desc: true, UpTo: ptr(5), Limit: 2},
+	{Desc: true, After: ptr(7)},
+	{After: ptr(1), UpTo: ptr(8), Limit: 3},
+	{After: ptr(1), UpTo: ptr(8), Desc: true, Limit: 3},
+}
+
+func describeQuery(q store.Query) string {
+	var sb strings.Builder
+	if q.After != nil {
+		fmt.Fprintf(&sb, " after %d", *q.After)
+	}
+	if q.UpTo != nil {
+		fmt.Fprintf(&sb, " upto %d", *q.UpTo)
+	}
+	if q.Desc {
+		sb.WriteString(" desc")
+	}
+	if q.Limit > 0 {
+		fmt.Fprintf(&sb, " limit %d", q.Limit)
+	}
+	if sb.Len() == 0 {
+		return "zero"
+	}
+	return sb.String()[1:]
+}
+
+// checkSequences compares a SelectSequences result with what SelectEvents
+// returns for each query (through sel).
+func checkSequences(t testing.TB, what string, got map[uuid.UUID][]store.SequencedItem, queries map[uuid.UUID]store.Query,
+	sel func(uuid.UUID, store.Query) ([]store.SequencedItem, error)) {
+	t.Helper()
+	for id, q := range queries {
+		want, err := sel(id, q)
+		if err != nil {
+			t.Fatalf("%s: SelectEvents(%s): %v", what, id, err)
+		}
+		items, ok := got[id]
+		if ok && len(items) == 0 {
+			t.Fatalf("%s: sequence %s (%s) has a key and no items; want no key", what, id, describeQuery(q))
+		}
+		checkItems(t, fmt.Sprintf("%s: sequence %s (%s)", what, id.String()[:8], describeQuery(q)), items, want)
+	}
+	for id := range got {
+		if _, ok := queries[id]; !ok {
+			t.Fatalf("%s: result holds sequence %s, which was not asked for", what, id)
+		}
+	}
+}
+
+// testSequencesReader: SelectSequences returns, for each sequence, what
+// SelectEvents returns for its query, on the recorder and inside a Tx.
+func (s *suite) testSequencesReader(t *testing.T) {
+	rec := s.newRecorder(t)
+	sr, ok := rec.(store.SequencesReader)
+	if !ok {
+		t.Skipf("%T does not implement store.SequencesReader", rec)
+	}
+	ctx := t.Context()
+	sel := func(id uuid.UUID, q store.Query) ([]store.SequencedItem, error) { return rec.SelectEvents(ctx, id, q) }
+
+	got, err := sr.SelectSequences(ctx, nil)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("SelectSequences(nil) = %d sequences, %v; want none, nil", len(got), err)
+	}
+
+	// Sequences of 10 items (written in two appends), one of 1, unknown ones.
+	var ids []uuid.UUID
+	for range len(selectQueries) {
+		id := uuid.New()
+		ids = append(ids, id)
+		all := Items(id, 0, 10)
+		mustInsert(t, rec, all[:6])
+		mustInsert(t, rec, all[6:])
+	}
+	single := uuid.New()
+	mustInsert(t, rec, Items(single, 0, 1))
+
+	// Each shape of query alone, on a known and an unknown sequence, with a
+	// sequence that must not show up.
+	for i, q := range selectQueries {
+		queries := map[uuid.UUID]store.Query{ids[i]: q, uuid.New(): q}
+		got, err := sr.SelectSequences(ctx, queries)
+		if err != nil {
+			t.Fatalf("SelectSequences(%s): %v", describeQuery(q), err)
+		}
+		checkSequences(t, "one query", got, queries, sel)
+	}
+
+	// Every shape at once, each on a sequence of its own, plus the short and
+	// unknown sequences under every shape too.
+	queries := map[uuid.UUID]store.Query{single: {Desc: true, Limit: 1}}
+	for i, q := range selectQueries {
+		queries[ids[i]] = q
+		queries[uuid.New()] = q
+	}
+	got, err = sr.SelectSequences(ctx, queries)
+	if err != nil {
+		t.Fatalf("SelectSequences(%d queries): %v", len(queries), err)
+	}
+	checkSequences(t, "all queries", got, queries, sel)
+
+	// The returned states are the caller's.
+	for _, items := range got {
+		for _, it := range items {
+			if len(it.State) > 0 {
+				it.State[0] = 'X'
+			}
+		}
+	}
+	got, err = sr.SelectSequences(ctx, queries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSequences(t, "after changing returned states", got, queries, sel)
+
+	// Many sequences in one call.
+	many := map[uuid.UUID]store.Query{}
+	var batch []store.SequencedItem
+	for i := range 500 {
+		id := uuid.New()
+		batch = append(batch, Items(id, 0, 1+i%3)...)
+		many[id] = store.Query{Desc: true, Limit: 1}
+		if i%2 == 0 {
+			many[id] = store.Query{After: ptr(0)}
+		}
+	}
+	mustInsert(t, rec, batch)
+	got, err = sr.SelectSequences(ctx, many)
+	if err != nil {
+		t.Fatalf("SelectSequences(%d queries): %v", len(many), err)
+	}
+	checkSequences(t, "500 sequences", got, many, sel)
+
+	// Inside a transaction: its own writes are seen, a failed call's are not.
+	fresh, ext := uuid.New(), ids[0]
+	err = rec.InTx(ctx, func(tx store.Tx) error {
+		tsr, ok := tx.(store.SequencesReader)
+		if !ok {
+			t.Logf("the Tx of %T does not implement store.SequencesReader", rec)
+			return nil
+		}
+		if _, err := tx.InsertEvents(ctx, append(Items(fresh, 0, 2), Item(ext, 10))); err != nil {
+			return err
+		}
+		if _, err := tx.InsertEvents(ctx, []store.SequencedItem{Item(single, 1), Item(single, 0)}); !errors.Is(err, store.ErrConflict) {
+			return fmt.Errorf("tx.InsertEvents of a taken position = %v, want a conflict", err)
+		}
+		queries := map[uuid.UUID]store.Query{
+			fresh: {}, ext: {After: ptr(8)}, single: {}, ids[1]: {Desc: true, Limit: 1}, uuid.New(): {},
+		}
+		got, err := tsr.SelectSequences(ctx, queries)
+		if err != nil {
+			return fmt.Errorf("tx.SelectSequences: %w", err)
+		}
+		checkSequences(t, "inside a tx", got, queries, func(id uuid.UUID, q store.Query) ([]store.SequencedItem, error) {
+			return tx.SelectEvents(ctx, id, q)
+		})
+		if n := len(got[fresh]) + len(got[ext]) + len(got[single]); n != 5 {
+			return fmt.Errorf("inside the tx, %d items of the tx's sequences, want 5", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("InTx: %v", err)
 	}
 }
 
@@ -845,6 +1028,75 @@ func (s *suite) testTrackingSwallowed(t *testing.T) {
 	}
 	if got := selectAll(t, rec, a); len(got) != 0 {
 		t.Fatalf("a tx whose fn ignored a tracking conflict committed %s", describe(got))
+	}
+}
+
+// testTrackingsSetter: SetTrackings does what SetTracking does for each record,
+// in order, and a conflict fails the transaction whole.
+func (s *suite) testTrackingsSetter(t *testing.T) {
+	rec := s.newRecorder(t)
+	ctx := t.Context()
+	supported := true
+	setAll := func(ts []store.Tracking) error {
+		return rec.InTx(ctx, func(tx store.Tx) error {
+			st, ok := tx.(store.TrackingsSetter)
+			if !ok {
+				supported = false
+				return nil
+			}
+			return st.SetTrackings(ctx, ts)
+		})
+	}
+	if err := setAll(nil); err != nil {
+		t.Fatalf("SetTrackings(nil): %v", err)
+	}
+	if !supported {
+		t.Skipf("the Tx of %T does not implement store.TrackingsSetter", rec)
+	}
+	at := func(topic string, partition int32, pos int64) store.Tracking {
+		return store.Tracking{Name: "w", Topic: topic, Partition: partition, Position: pos}
+	}
+	check := func(what string, want map[store.Tracking]int64) {
+		t.Helper()
+		for k, pos := range want {
+			got, err := rec.Tracking(ctx, k.Name, k.Topic, k.Partition)
+			if err != nil || got != pos {
+				t.Fatalf("%s: Tracking(%s/%d) = %d, %v; want %d", what, k.Topic, k.Partition, got, err, pos)
+			}
+		}
+	}
+	// Several keys, one of them moved twice: each ends at its last position.
+	if err := setAll([]store.Tracking{at("t", 0, 3), at("t", 0, 7), at("t", 1, 2), at("", 0, 1)}); err != nil {
+		t.Fatalf("SetTrackings: %v", err)
+	}
+	check("after SetTrackings", map[store.Tracking]int64{at("t", 0, 0): 7, at("t", 1, 0): 2, at("", 0, 0): 1})
+	if err := setAll([]store.Tracking{at("t", 1, 3)}); err != nil {
+		t.Fatalf("SetTrackings of one record: %v", err)
+	}
+	check("after SetTrackings of one record", map[store.Tracking]int64{at("t", 1, 0): 3})
+
+	// A record that would not move forward fails the call, naming it, and the
+	// transaction whole, even if fn ignores the error.
+	a := uuid.New()
+	bad := at("t", 0, 7)
+	for _, ignore := range []bool{false, true} {
+		var callErr error
+		err := rec.InTx(ctx, func(tx store.Tx) error {
+			if _, err := tx.InsertEvents(ctx, Items(a, 0, 1)); err != nil {
+				return err
+			}
+			callErr = tx.(store.TrackingsSetter).SetTrackings(ctx, []store.Tracking{at("t", 1, 4), bad, at("t", 0, 9), at("t", 2, 1)})
+			if ignore {
+				return nil
+			}
+			return callErr
+		})
+		checkTrackingConflict(t, callErr, bad, 7)
+		checkTrackingConflict(t, err, bad, 7)
+		check(fmt.Sprintf("after a conflict (ignored %v)", ignore), map[store.Tracking]int64{at("t", 0, 0): 7, at("t", 1, 0): 3, at("t", 2, 0): -1})
+		if got := selectAll(t, rec, a); len(got) != 0 {
+			t.Fatalf("a tx that failed SetTrackings committed %s", describe(got))
+		}
 	}
 }
 

@@ -31,6 +31,8 @@ type refRecorder struct {
 	skipValidate bool
 	batchOrder   bool // log order = batch order, even within a sequence
 	ignoreFailed bool // commit although SetTracking failed
+	sloppyMulti  bool // SelectSequences ignores Desc and Limit
+	lastTracking bool // SetTrackings sets only the last record of each key
 }
 
 func newRef() *refRecorder {
@@ -138,6 +140,37 @@ func (tx *refTx) SelectEvents(_ context.Context, id uuid.UUID, q store.Query) ([
 	return selectFrom(tx.events[id], q), nil
 }
 
+func (tx *refTx) SelectSequences(_ context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	return tx.r.selectSequences(tx.events, queries), nil
+}
+
+func (r *refRecorder) selectSequences(events map[uuid.UUID][]store.SequencedItem, queries map[uuid.UUID]store.Query) map[uuid.UUID][]store.SequencedItem {
+	out := map[uuid.UUID][]store.SequencedItem{}
+	for id, q := range queries {
+		if r.sloppyMulti {
+			q.Desc, q.Limit = false, 0
+		}
+		if items := selectFrom(events[id], q); len(items) > 0 {
+			out[id] = items
+		}
+	}
+	return out
+}
+
+func (tx *refTx) SetTrackings(ctx context.Context, ts []store.Tracking) error {
+	for i, t := range ts {
+		if tx.r.lastTracking && slices.ContainsFunc(ts[i+1:], func(u store.Tracking) bool {
+			return u.Name == t.Name && u.Topic == t.Topic && u.Partition == t.Partition
+		}) {
+			continue
+		}
+		if err := tx.SetTracking(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (tx *refTx) SetTracking(_ context.Context, t store.Tracking) error {
 	k := [3]string{t.Name, t.Topic, string(rune(t.Partition))}
 	if stored, ok := tx.tracking[k]; ok && stored >= t.Position {
@@ -175,6 +208,12 @@ func (r *refRecorder) SelectEvents(_ context.Context, id uuid.UUID, q store.Quer
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return selectFrom(r.events[id], q), nil
+}
+
+func (r *refRecorder) SelectSequences(_ context.Context, queries map[uuid.UUID]store.Query) (map[uuid.UUID][]store.SequencedItem, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.selectSequences(r.events, queries), nil
 }
 
 func (r *refRecorder) SelectNotifications(_ context.Context, after int64, limit int) ([]store.Notification, error) {
@@ -265,6 +304,8 @@ func TestSuiteCatchesBreakage(t *testing.T) {
 		{"partial", []string{"TestBroken/ConflictAtomic", "TestBroken/DuplicateInBatch"}},
 		{"logorder", []string{"TestBroken/UnorderedBatchLogOrder"}},
 		{"tracking", []string{"TestBroken/TrackingConflictSwallowed"}},
+		{"sequences", []string{"TestBroken/SequencesReader"}},
+		{"trackings", []string{"TestBroken/TrackingsSetter"}},
 	} {
 		t.Run(tc.broken, func(t *testing.T) {
 			t.Parallel()
@@ -298,6 +339,10 @@ func TestBroken(t *testing.T) {
 			r.batchOrder = true
 		case "tracking":
 			r.ignoreFailed = true
+		case "sequences":
+			r.sloppyMulti = true
+		case "trackings":
+			r.lastTracking = true
 		case "partial":
 			return &partialRecorder{r}
 		}
