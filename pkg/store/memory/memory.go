@@ -174,6 +174,9 @@ func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	if tx.doomed != nil {
+		return tx.doomed
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -197,6 +200,7 @@ type memTx struct {
 	order    []store.SequencedItem // inserted, in insertion order
 	pending  map[uuid.UUID][]store.SequencedItem
 	tracking map[trackingKey]int64
+	doomed   error // a tracking conflict: the transaction must not commit
 }
 
 func (tx *memTx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
@@ -214,14 +218,29 @@ func (tx *memTx) InsertEvents(ctx context.Context, items []store.SequencedItem) 
 			return nil, &store.ConflictError{SequenceID: it.SequenceID, Position: it.Position}
 		}
 	}
-	first := int64(len(tx.r.log)+len(tx.order)) + 1
-	ids := make([]int64, len(items))
+	// The items of one sequence enter the log in position order, whatever
+	// order the batch gives them in, as in the other recorders: each sequence
+	// keeps the places it has in the batch, and its items fill them sorted.
+	slots := make(map[uuid.UUID][]int)
 	for i, it := range items {
-		c := copyItem(it)
+		slots[it.SequenceID] = append(slots[it.SequenceID], i)
+	}
+	ordered := make([]int, len(items)) // slot -> index in items
+	for _, idx := range slots {
+		byPos := slices.Clone(idx)
+		slices.SortFunc(byPos, func(a, b int) int { return cmp.Compare(items[a].Position, items[b].Position) })
+		for j, slot := range idx {
+			ordered[slot] = byPos[j]
+		}
+	}
+	first := int64(len(tx.r.log)+len(tx.order)) + 1
+	ids := make([]int64, len(items)) // by index in items
+	for slot, i := range ordered {
+		c := copyItem(items[i])
 		tx.order = append(tx.order, c)
 		p := tx.pending[c.SequenceID]
 		tx.pending[c.SequenceID] = slices.Insert(p, insertAt(p, c.Position), c)
-		ids[i] = first + int64(i)
+		ids[i] = first + int64(slot)
 	}
 	return ids, nil
 }
@@ -288,7 +307,9 @@ func (tx *memTx) SetTracking(ctx context.Context, t store.Tracking) error {
 		stored, ok = tx.r.tracking[k]
 	}
 	if ok && stored >= t.Position {
-		return &store.TrackingConflictError{Tracking: t, Stored: stored}
+		err := &store.TrackingConflictError{Tracking: t, Stored: stored}
+		tx.doomed = err // the transaction fails even if the caller ignores this
+		return err
 	}
 	tx.tracking[k] = t.Position
 	return nil
@@ -341,16 +362,24 @@ func (r *Recorder) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo int64)
 // Notify implements store.Notifier.
 func (r *Recorder) Notify(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
+	// Take the current wake-up channel now, so that a commit right after
+	// Notify returns is not missed.
+	r.mu.RLock()
+	w := r.wake
+	r.mu.RUnlock()
 	go func() {
 		defer close(out)
 		for {
-			r.mu.RLock()
-			w := r.wake
-			r.mu.RUnlock()
 			select {
 			case <-ctx.Done():
 				return
 			case <-w:
+				// Take the next channel before signalling: a commit after
+				// this wakes the loop again, one before it is seen by
+				// whoever reads after the signal.
+				r.mu.RLock()
+				w = r.wake
+				r.mu.RUnlock()
 				select {
 				case out <- struct{}{}:
 				default:
