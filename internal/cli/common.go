@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,6 +235,25 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, o)), nil
 	}
 	return nil, fmt.Errorf("-log-format: %q is not text or json", l.format)
+}
+
+// prepare does what every service command does first, after its flags: the
+// codec options, the logger, and the HTTP listener (opened before anything
+// else, so that a port in use fails at once).
+func prepare(c *codecFlags, l *logFlags, httpAddr string, env Env) ([]events.MapperOption, *slog.Logger, net.Listener, error) {
+	mopts, err := c.options()
+	if err != nil {
+		return nil, nil, nil, UsageError{err}
+	}
+	log, err := l.logger(env.Stderr)
+	if err != nil {
+		return nil, nil, nil, UsageError{err}
+	}
+	ln, err := listen(httpAddr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return mopts, log, ln, nil
 }
 
 // stopped turns the error of a service that was asked to stop while it was

@@ -50,15 +50,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
-	mopts, err := c.options()
-	if err != nil {
-		return UsageError{err}
-	}
-	log, err := l.logger(env.Stderr)
-	if err != nil {
-		return UsageError{err}
-	}
-	ln, err := listen(httpAddr)
+	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
 		return err
 	}

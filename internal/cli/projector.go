@@ -77,15 +77,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	if policies == "off" && persist.dsn == "" && persist.sqlite == "" {
 		return UsageError{errors.New("nothing to do: -read-model off and no -persist-postgres-dsn or -persist-sqlite-path")}
 	}
-	mopts, err := c.options()
-	if err != nil {
-		return UsageError{err}
-	}
-	log, err := l.logger(env.Stderr)
-	if err != nil {
-		return UsageError{err}
-	}
-	ln, err := listen(httpAddr)
+	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
 		return err
 	}

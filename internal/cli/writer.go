@@ -55,15 +55,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	if maxCmd < 256 || maxCmd > 64<<20 {
 		return UsageError{fmt.Errorf("-max-command-bytes must be from 256 to %d, got %d", 64<<20, maxCmd)}
 	}
-	mopts, err := c.options()
-	if err != nil {
-		return UsageError{err}
-	}
-	log, err := l.logger(env.Stderr)
-	if err != nil {
-		return UsageError{err}
-	}
-	ln, err := listen(httpAddr)
+	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
 		return err
 	}
