@@ -153,9 +153,21 @@ func (t *tx) SetTracking(ctx context.Context, tr store.Tracking) error {
 		return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
 	}
 	if changed == 0 {
-		return t.fail(&store.TrackingConflictError{Tracking: tr, Stored: stored})
+		return t.fail(t.trackingConflict(ctx, tr, stored))
 	}
 	return nil
+}
+
+// trackingConflict reports that tr did not move forward. The upsert saw the
+// stored position with the snapshot it took before it waited for the row
+// lock, so the position that made it fail (committed by the transaction it
+// waited for) is read again by a statement of its own.
+func (t *tx) trackingConflict(ctx context.Context, tr store.Tracking, seen int64) error {
+	stored := seen
+	if err := t.tx.QueryRow(ctx, t.r.q.tracking, tr.Name, tr.Topic, tr.Partition).Scan(&stored); err != nil {
+		stored = seen
+	}
+	return &store.TrackingConflictError{Tracking: tr, Stored: stored}
 }
 
 // SetTrackings sends the upsert of each record in one pipelined batch (one
@@ -176,22 +188,30 @@ func (t *tx) SetTrackings(ctx context.Context, ts []store.Tracking) error {
 		b.Queue(t.r.q.setTracking, tr.Name, tr.Topic, tr.Partition, tr.Position)
 	}
 	res := t.tx.SendBatch(ctx, b)
-	var conflict error
-	for _, tr := range ts {
+	conflicted, seen := -1, int64(0)
+	for i := range ts {
 		var changed, stored int64
 		if err := res.QueryRow().Scan(&changed, &stored); err != nil {
 			_ = res.Close()
 			return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
 		}
-		if changed == 0 && conflict == nil {
-			conflict = &store.TrackingConflictError{Tracking: tr, Stored: stored}
+		if changed == 0 && conflicted < 0 {
+			conflicted, seen = i, stored
 		}
 	}
 	if err := res.Close(); err != nil {
 		return t.fail(fmt.Errorf("postgres: set tracking: %w", err))
 	}
-	if conflict != nil {
-		return t.fail(conflict)
+	if conflicted < 0 {
+		return nil
 	}
-	return nil
+	tr := ts[conflicted]
+	for _, later := range ts[conflicted+1:] {
+		if later.Name == tr.Name && later.Topic == tr.Topic && later.Partition == tr.Partition {
+			// A later record of the batch wrote this key in the
+			// transaction: a read now would see that, not what failed.
+			return t.fail(&store.TrackingConflictError{Tracking: tr, Stored: seen})
+		}
+	}
+	return t.fail(t.trackingConflict(ctx, tr, seen))
 }
