@@ -58,10 +58,13 @@
 //     the consumer retries the batch with back-off. They are never
 //     dead-lettered.
 //   - Zombies. A runner that lost its partitions but still handles a batch (a
-//     consumer-group zombie) commits nothing: its transaction fails on the
-//     forward-only tracking with store.ErrTrackingConflict, on PostgreSQL
-//     after waiting for the live runner's transaction that holds the tracking
-//     row.
+//     consumer-group zombie) never applies an event twice. If the live runner
+//     has tracked the batch's offsets first, the zombie's transaction fails on
+//     the forward-only tracking with store.ErrTrackingConflict (on PostgreSQL
+//     after waiting for the transaction that holds the tracking row) and
+//     commits nothing. If the zombie already held the tracking rows when it
+//     stalled, it commits its batch and the live runner's overlapping batch
+//     fails instead: either way each event is applied once.
 //
 // # Not guaranteed
 //
