@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -68,7 +69,7 @@ func TestBadInput(t *testing.T) {
 		defer cancel()
 		b := bigBroker(t)
 		b.createTopics(t)
-		startWriter(t, b, st.backend(t), testLog(t, slog.LevelError))
+		startWriter(t, b, st.backend(t), e2etest.Log(t, slog.LevelError))
 		results := watchResults(t, b)
 		prod := bigProducer(t, b)
 		wl := newWorkload(20, 4)
@@ -258,7 +259,7 @@ func TestOversizedCommandDeadLetter(t *testing.T) {
 	defer cancel()
 	b := bigBroker(t)
 	b.createTopics(t)
-	startWriter(t, b, st.backend(t), testLog(t, slog.LevelError))
+	startWriter(t, b, st.backend(t), e2etest.Log(t, slog.LevelError))
 	prod := bigProducer(t, b)
 	r := oversizedCommand(t)
 	produce(t, ctx, prod, r)
@@ -302,7 +303,7 @@ func TestLargeCommandEventReachesEventsTopic(t *testing.T) {
 	defer cancel()
 	b := newBroker(t) // default limits
 	b.createTopics(t)
-	startWriter(t, b, st.backend(t), testLog(t, slog.LevelError))
+	startWriter(t, b, st.backend(t), e2etest.Log(t, slog.LevelError))
 	results := watchResults(t, b)
 	prod := b.client(t, kgo.ProducerBatchMaxBytes(2<<20))
 	id := uuid.New()

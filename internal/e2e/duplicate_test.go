@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -34,7 +35,7 @@ func TestDuplicateDelivery(t *testing.T) {
 		defer cancel()
 		b := newBroker(t)
 		b.createTopics(t)
-		log := testLog(t, slog.LevelWarn)
+		log := e2etest.Log(t, slog.LevelWarn)
 		w := startWriter(t, b, st.backend(t), log)
 		results := watchResults(t, b)
 		prod := b.client(t)

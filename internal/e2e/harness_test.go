@@ -465,30 +465,6 @@ func (p *inProcWriter) stop(timeout time.Duration) error {
 // ---------------------------------------------------------------------------
 // Logs
 
-// testLog returns a logger that passes records at level and above to t.Log
-// while t runs, and drops them after (goroutines of a stopped writer may still
-// log on the way out).
-func testLog(t testing.TB, level slog.Level) *slog.Logger {
-	w := &tlogWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type tlogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(p[:len(p)-1]))
-	}
-	return len(p), nil
-}
-
 // quietLog discards everything.
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -3,20 +3,18 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/internal/pgtest"
 )
 
@@ -27,28 +25,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const envHelperArgs = "EVENTLOG_E2E_WRITER_ARGS"
 
 // TestHelperWriterProcess is not a test: it is the body of the child
-// processes the tests start (the standard re-exec pattern). It runs
-// cli.Writer with the arguments in EVENTLOG_E2E_WRITER_ARGS until SIGTERM, as
-// cmd/writer's main does, and exits with cli.ExitCode.
-func TestHelperWriterProcess(t *testing.T) {
-	raw := os.Getenv(envHelperArgs)
-	if raw == "" {
-		t.Skip("runs only as the child process of a test")
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(raw), &args); err != nil {
-		fmt.Fprintln(os.Stderr, "helper: bad", envHelperArgs, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// No environment fallbacks: the flags say everything.
-	err := cli.Writer(ctx, args, cli.Env{Getenv: func(string) string { return "" }, Stdout: os.Stdout, Stderr: os.Stderr})
-	if code := cli.ExitCode(err); code != 0 {
-		fmt.Fprintln(os.Stderr, "writer:", err)
-		os.Exit(code)
-	}
-}
+// processes the tests start, running `writer` with the flags in
+// EVENTLOG_E2E_WRITER_ARGS (see e2etest.RunChild).
+func TestHelperWriterProcess(t *testing.T) { e2etest.RunChild(t, envHelperArgs) }
 
 // proc is a writer running in a child process.
 type proc struct {
@@ -63,7 +42,7 @@ type proc struct {
 // dir. The process is killed when t ends if it is still running.
 func startProc(t testing.TB, dir, name string, args []string) *proc {
 	t.Helper()
-	raw, _ := json.Marshal(args)
+	raw, _ := json.Marshal(append([]string{"writer"}, args...))
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -33,7 +34,7 @@ func TestTwoWritersRebalance(t *testing.T) {
 		defer cancel()
 		b := newBroker(t)
 		b.createTopics(t)
-		log := testLog(t, slog.LevelWarn)
+		log := e2etest.Log(t, slog.LevelWarn)
 		wl := newWorkload(scaled(300, 60), scaled(10, 5))
 		recs := wl.records(t)
 		n := len(recs)
@@ -117,7 +118,7 @@ func TestZombieWriters(t *testing.T) {
 		defer cancel()
 		b := newBroker(t)
 		b.createTopics(t)
-		log := testLog(t, slog.LevelError)
+		log := e2etest.Log(t, slog.LevelError)
 		wl := newWorkload(scaled(200, 40), scaled(10, 5))
 		results := watchResults(t, b)
 		var ws []*inProcWriter
@@ -162,7 +163,7 @@ func TestConcurrentWritersSameEntities(t *testing.T) {
 		defer cancel()
 		b := newBroker(t)
 		b.createTopics(t)
-		log := testLog(t, slog.LevelWarn)
+		log := e2etest.Log(t, slog.LevelWarn)
 		results := watchResults(t, b)
 		w1 := startWriter(t, b, st.backend(t), log)
 		w2 := startWriter(t, b, st.backend(t), log)
@@ -278,7 +279,7 @@ func TestRelayHandOverPublishesNothingTwice(t *testing.T) {
 		// Slow acknowledgements of the relay's records: a stopping relay
 		// then has records in flight to wait for, as on a busy cluster.
 		b.slowAcks(t, 600*time.Millisecond, eventsTopic, topics.Results())
-		log := testLog(t, slog.LevelError)
+		log := e2etest.Log(t, slog.LevelError)
 		results := watchResults(t, b)
 		wl := newWorkload(scaled(200, 100), 10)
 		prod := b.client(t)

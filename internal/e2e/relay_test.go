@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
 )
@@ -36,7 +37,7 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 	defer cancel()
 	b := newBroker(t)
 	b.createTopics(t)
-	startWriter(t, b, st.backend(t), testLog(t, slog.LevelWarn))
+	startWriter(t, b, st.backend(t), e2etest.Log(t, slog.LevelWarn))
 
 	var (
 		workers = 8

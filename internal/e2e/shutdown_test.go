@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -20,8 +21,7 @@ import (
 func runCLIWriter(t testing.TB, b *broker, st *testStore, log *slog.Logger) (context.CancelFunc, <-chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &tlogWriter{t: t}
-	t.Cleanup(func() { out.mu.Lock(); out.done = true; out.mu.Unlock() })
+	out := e2etest.Writer(t)
 	args := append([]string{"-kafka-brokers", b.addrs[0], "-http-addr", "127.0.0.1:0", "-log-level", "warn"}, st.flags...)
 	done := make(chan error, 1)
 	go func() {
@@ -50,7 +50,7 @@ func TestGracefulShutdown(t *testing.T) {
 		defer cancel()
 		b := newBroker(t)
 		b.createTopics(t)
-		log := testLog(t, slog.LevelWarn)
+		log := e2etest.Log(t, slog.LevelWarn)
 		results := watchResults(t, b)
 		wl := newWorkload(scaled(300, 60), scaled(10, 5))
 		prod := b.client(t)
@@ -125,7 +125,7 @@ func TestEventTimestampIsRecordTimestamp(t *testing.T) {
 	defer cancel()
 	b := newBroker(t)
 	b.createTopics(t)
-	startWriter(t, b, st.backend(t), testLog(t, slog.LevelWarn))
+	startWriter(t, b, st.backend(t), e2etest.Log(t, slog.LevelWarn))
 	results := watchResults(t, b)
 	at := time.Date(2001, 2, 3, 4, 5, 6, 789_000_000, time.UTC)
 	c := wire.Command{CommandID: uuid.New(), Type: wire.TypeCreate, Entity: "example", EntityID: uuid.New(), Data: json.RawMessage(`{"a":1}`)}
@@ -161,7 +161,7 @@ func TestShutdownDuringStartup(t *testing.T) {
 	eachStore(t, func(t *testing.T, newStore func(testing.TB) *testStore) {
 		st := newStore(t)
 		b := newBroker(t)
-		log := testLog(t, slog.LevelWarn)
+		log := e2etest.Log(t, slog.LevelWarn)
 		for i, d := range []time.Duration{0, 2 * time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 20 * time.Millisecond,
 			50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond} {
 			stop, done := runCLIWriter(t, b, st, log)

@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/internal/pgtest"
 )
 
@@ -31,32 +29,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 const envArgs = "EVENTLOG_PROCS_ARGS"
 
 // TestHelperProcess is not a test: it is the body of the child processes the
-// tests start (the standard re-exec pattern). It runs cli.Main with the
-// arguments in EVENTLOG_PROCS_ARGS until SIGTERM or SIGINT, as cmd/eventlog's
-// main does, and exits with cli.ExitCode.
-func TestHelperProcess(t *testing.T) {
-	raw := os.Getenv(envArgs)
-	if raw == "" {
-		t.Skip("runs only as the child process of a test")
-	}
-	var args []string
-	if err := json.Unmarshal([]byte(raw), &args); err != nil || len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "helper: bad", envArgs, err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// No environment fallbacks: the flags say everything.
-	err := cli.Main(ctx, args, cli.Env{Getenv: func(string) string { return "" }, Stdout: os.Stdout, Stderr: os.Stderr})
-	stop()
-	code := cli.ExitCode(err)
-	if code != 0 {
-		fmt.Fprintf(os.Stderr, "%s eventlog %s: %v\n", failedPrefix, args[0], err)
-	}
-	os.Exit(code)
-}
-
-// failedPrefix starts the line a child writes when its command fails.
-const failedPrefix = "helper: failed:"
+// tests start, running the command line in EVENTLOG_PROCS_ARGS (see
+// e2etest.RunChild).
+func TestHelperProcess(t *testing.T) { e2etest.RunChild(t, envArgs) }
 
 // proc is an eventlog program running in a child process. Its stdout and
 // stderr go to one file.
@@ -216,7 +191,7 @@ func (p *proc) problems() []string {
 	for sc.Scan() {
 		l := sc.Text()
 		if strings.HasPrefix(l, "panic:") || strings.Contains(l, "WARNING: DATA RACE") ||
-			strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, failedPrefix) || strings.HasPrefix(l, "--- FAIL") {
+			strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, e2etest.FailedPrefix) || strings.HasPrefix(l, "--- FAIL") {
 			out = append(out, l)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 )
 
 // TestProjectorKeepsApplyingDuringRebalance: a projector process is
@@ -45,7 +47,7 @@ func TestProjectorKeepsApplyingDuringRebalance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	b := newBroker(t, 0, 0) // franz-go's session timeout: 45s
-	startWriter(t, b, pg, testLog(t, slog.LevelError))
+	startWriter(t, b, pg, e2etest.Log(t, slog.LevelError))
 	ps := newProcSet(t)
 	start := func(name string) (*proc, string) {
 		addr := freeAddr(t)

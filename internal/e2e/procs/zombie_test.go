@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/internal/service"
 	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
@@ -74,7 +75,7 @@ func zombieTest(t *testing.T, insideTx bool) {
 	defer cancel()
 	b := newBroker(t, 0, 0)
 	adm := kadm.NewClient(b.client(t))
-	log := testLog(t, slog.LevelWarn)
+	log := e2etest.Log(t, slog.LevelWarn)
 	startWriter(t, b, pg, log)
 	wl := newWorkload(scaled(200, 100), 10)
 	recs := wl.records()
@@ -460,29 +461,6 @@ type stoppingPolicy struct {
 func (p *stoppingPolicy) Apply(ctx context.Context, tx store.Tx, items []projection.Item) error {
 	p.g.hold(ctx)
 	return p.ReadModel.Apply(ctx, tx, items)
-}
-
-// testLog returns a logger that passes records at level and above to t.Log
-// while t runs, and drops them after.
-func testLog(t testing.TB, level slog.Level) *slog.Logger {
-	w := &tlogWriter{t: t}
-	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type tlogWriter struct {
-	mu   sync.Mutex
-	t    testing.TB
-	done bool
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(string(p[:len(p)-1]))
-	}
-	return len(p), nil
 }
 
 // TestTrackingConflictReportsStoredPosition: the live member's transaction
