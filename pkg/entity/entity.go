@@ -9,9 +9,11 @@
 //
 // Commands validate before they trigger anything: an update or discard of a
 // discarded entity fails with events.ErrDiscarded, and an empty or malformed
-// attribute name, a value that is not JSON, or more than MaxAttributes
-// attributes in one command, fails with ErrInvalid. A failed
-// command leaves the entity unchanged. An Entity is not safe for concurrent use.
+// attribute name or a value that is not JSON fails with ErrInvalid. Input is
+// bounded by Limits (by default DefaultLimits: MaxAttributes attributes per
+// command, MaxValueBytes bytes per value): a command over a limit fails with a
+// *LimitError, an ErrInvalid naming the limit. A failed command leaves the
+// entity unchanged. An Entity is not safe for concurrent use.
 package entity
 
 import (
@@ -109,13 +111,18 @@ func New(typ string) *Entity { return &Entity{Type: typ} }
 // Create returns a new entity of type typ with id and the given initial
 // attributes. Its Created event is pending.
 func Create(typ string, id uuid.UUID, attrs map[string]json.RawMessage) (*Entity, error) {
+	return DefaultLimits.Create(typ, id, attrs)
+}
+
+// Create is Create within l.
+func (l Limits) Create(typ string, id uuid.UUID, attrs map[string]json.RawMessage) (*Entity, error) {
 	if !ValidType(typ) {
 		return nil, fmt.Errorf("%w: entity type %q", ErrInvalid, typ)
 	}
 	if id == uuid.Nil {
 		return nil, fmt.Errorf("%w: entity id is nil", ErrInvalid)
 	}
-	if err := validAttributes(attrs); err != nil {
+	if err := l.Check(attrs); err != nil {
 		return nil, err
 	}
 	e := New(typ)
@@ -130,13 +137,18 @@ func Create(typ string, id uuid.UUID, attrs map[string]json.RawMessage) (*Entity
 // Update sets attributes: one AttributeChanged event for each, in name order. An
 // attribute whose value is unchanged gets an event too (it records the command).
 func (e *Entity) Update(attrs map[string]json.RawMessage) error {
+	return DefaultLimits.Update(e, attrs)
+}
+
+// Update is e.Update within l.
+func (l Limits) Update(e *Entity, attrs map[string]json.RawMessage) error {
 	if err := e.checkLive(); err != nil {
 		return err
 	}
 	if len(attrs) == 0 {
 		return fmt.Errorf("%w: update sets no attributes", ErrInvalid)
 	}
-	if err := validAttributes(attrs); err != nil {
+	if err := l.Check(attrs); err != nil {
 		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(attrs)) {
@@ -211,19 +223,89 @@ func (e *Entity) Mutate(ev events.Event) error {
 	return nil
 }
 
-// MaxAttributes bounds the attributes one command may set: each becomes an
-// event of the command's transaction. A command with more fails with
-// ErrInvalid. (A command's encoded size is bounded by the writer as well:
-// wire.MaxCommandSize, or the writer's -max-command-bytes.)
-const MaxAttributes = 1000
+// Default limits of DefaultLimits.
+const (
+	// MaxAttributes bounds the attributes one command may set: each becomes
+	// an event of the command's transaction. (A command's encoded size is
+	// bounded by the writer as well: wire.MaxCommandSize, or the writer's
+	// -max-command-bytes.)
+	MaxAttributes = 1000
+	// MaxValueBytes bounds the JSON encoding of one attribute value: the
+	// default command size, so that by default only the command's size binds.
+	MaxValueBytes = 1 << 20
+)
 
-func validAttributes(attrs map[string]json.RawMessage) error {
-	if len(attrs) > MaxAttributes {
-		return fmt.Errorf("%w: %d attributes, more than the limit of %d per command", ErrInvalid, len(attrs), MaxAttributes)
+// DefaultLimits are the limits of Create and Entity.Update.
+var DefaultLimits = Limits{MaxAttributes: MaxAttributes, MaxValueBytes: MaxValueBytes}
+
+// Limits bound the input of one command. A zero field takes its default
+// (MaxAttributes, MaxValueBytes).
+type Limits struct {
+	// MaxAttributes is the most attributes one create or update may set
+	// (the writer's -max-attributes).
+	MaxAttributes int
+	// MaxValueBytes is the most bytes of one attribute's JSON value (the
+	// writer's -max-attribute-bytes).
+	MaxValueBytes int
+}
+
+// Validate reports limits that cannot work.
+func (l Limits) Validate() error {
+	if l.MaxAttributes < 0 || l.MaxValueBytes < 0 {
+		return fmt.Errorf("entity: limits must not be negative (max attributes %d, max value bytes %d)", l.MaxAttributes, l.MaxValueBytes)
 	}
-	for name, v := range attrs {
+	return nil
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxAttributes <= 0 {
+		l.MaxAttributes = MaxAttributes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = MaxValueBytes
+	}
+	return l
+}
+
+// Limit names of a LimitError.
+const (
+	LimitAttributes = "max-attributes"
+	LimitValueBytes = "max-attribute-bytes"
+)
+
+// A LimitError reports a command over a limit. It is an ErrInvalid.
+type LimitError struct {
+	// Limit is LimitAttributes or LimitValueBytes.
+	Limit string
+	// Max is the limit, Got what the command had.
+	Max, Got int
+	// Attribute names the attribute whose value is too large.
+	Attribute string
+}
+
+func (e *LimitError) Error() string {
+	if e.Limit == LimitValueBytes {
+		return fmt.Sprintf("%v: the value of attribute %q is %d bytes, more than the limit of %d (%s)", ErrInvalid, e.Attribute, e.Got, e.Max, e.Limit)
+	}
+	return fmt.Sprintf("%v: %d attributes, more than the limit of %d per command (%s)", ErrInvalid, e.Got, e.Max, e.Limit)
+}
+
+// Unwrap makes a LimitError an ErrInvalid.
+func (e *LimitError) Unwrap() error { return ErrInvalid }
+
+// Check validates the attributes of one command: names, JSON values, and l.
+func (l Limits) Check(attrs map[string]json.RawMessage) error {
+	l = l.withDefaults()
+	if len(attrs) > l.MaxAttributes {
+		return &LimitError{Limit: LimitAttributes, Max: l.MaxAttributes, Got: len(attrs)}
+	}
+	for _, name := range slices.Sorted(maps.Keys(attrs)) { // the first bad name, always the same
+		v := attrs[name]
 		if !ValidName(name) {
 			return fmt.Errorf("%w: attribute name %q must be 1 to 128 of letters, digits, '_', '.', '-', not starting with a digit", ErrInvalid, name)
+		}
+		if len(v) > l.MaxValueBytes {
+			return &LimitError{Limit: LimitValueBytes, Max: l.MaxValueBytes, Got: len(v), Attribute: name}
 		}
 		if !json.Valid(v) {
 			return fmt.Errorf("%w: attribute %q is not valid JSON", ErrInvalid, name)
