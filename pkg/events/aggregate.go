@@ -77,10 +77,15 @@ type Root interface {
 
 // Apply applies e to r: it checks that e is the next event of r, lets r mutate, and
 // counts the version up. It is used both to replay stored events and, by Trigger,
-// to apply new ones.
+// to apply new ones. The tombstone of a forgotten sequence (*Forgotten) is never
+// applied: Apply returns a *ForgottenError for it.
 func Apply(r Root, e Event) error {
 	a := r.Base()
 	m := e.EventMeta()
+	if _, ok := e.(*Forgotten); ok {
+		// The tombstone of a forgotten sequence: no aggregate survives it.
+		return &ForgottenError{SequenceID: m.OriginatorID}
+	}
 	switch {
 	case m.OriginatorID == uuid.Nil:
 		return errors.New("events: event has no originator id")

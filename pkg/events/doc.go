@@ -23,6 +23,23 @@
 // that old keys keep reading old items and retiring a key makes exactly its items
 // unreadable (a *MissingKeyError, an ErrDecode, naming the key id).
 //
+// Crypto-shredding: an EntityCipher encrypts each sequence's state with a data
+// key of its own (codec component "aes256gcm-entity"), got from a DataKeys
+// (store.DataKeys keeps them in the store, wrapped by a master Keyring's
+// active key with the sequence id bound in; WrapDataKey, UnwrapDataKey). The
+// mapper hands it the sequence id (SequenceCipher); the additional data still
+// binds state to its sequence, position and topic. Deleting a sequence's data
+// key ("forgetting" it) makes exactly its items and snapshots unreadable,
+// wherever they were copied: decoding one is a *ForgottenError (ErrForgotten,
+// also an ErrDecode, and distinct from a retired master key's
+// *MissingKeyError). A forgotten sequence ends with a plain tombstone item,
+// "<type>.Forgotten" (ForgottenItem), which every Registry decodes as a
+// *Forgotten without registration, and which Apply refuses with a
+// *ForgottenError: no aggregate is rebuilt past it. Why a key per sequence
+// and not per field: the sequence is the unit the log, Kafka (the record
+// key), read models and copies all share, so one key deletion reaches every
+// copy without rewriting any.
+//
 // Registry, Mapper and Cipher values are safe for concurrent use once configured.
 // Aggregates are not: one goroutine owns an aggregate at a time.
 package events

@@ -114,7 +114,16 @@ func (m *Mapper) EncodeState(it *SequencedItem, state []byte) error {
 		codec += "+" + CodecZstd
 	}
 	if m.cipher != nil {
-		c, out, err := m.cipher.Encrypt(state, additionalData(it))
+		var (
+			c   string
+			out []byte
+			err error
+		)
+		if sc, ok := m.cipher.(SequenceCipher); ok {
+			c, out, err = sc.EncryptSequence(it.SequenceID, state, additionalData(it))
+		} else {
+			c, out, err = m.cipher.Encrypt(state, additionalData(it))
+		}
 		if err != nil {
 			return err
 		}
@@ -144,9 +153,15 @@ func (m *Mapper) DecodeState(it SequencedItem) ([]byte, error) {
 			if err != nil {
 				err = fmt.Errorf("%w: zstd: %v", ErrDecode, err)
 			}
+		case m.cipher == nil && step == EntityCodec:
+			err = fmt.Errorf("%w: state is encrypted with the entity's own data key (%s) but per-entity keys are not configured", ErrDecode, step)
 		case m.cipher == nil:
 			err = fmt.Errorf("%w: state is encrypted (%s) but no cipher key is configured", ErrDecode, step)
 		default:
+			if sc, ok := m.cipher.(SequenceCipher); ok {
+				state, err = sc.DecryptSequence(it.SequenceID, step, state, additionalData(&it))
+				break
+			}
 			state, err = m.cipher.Decrypt(step, state, additionalData(&it))
 		}
 		if err != nil {

@@ -47,6 +47,9 @@ func (r *Registry) Register(topic string, newEvent func() Event) error {
 	if !ValidTopic(topic) {
 		return fmt.Errorf("events: invalid topic %q", topic)
 	}
+	if IsForgottenTopic(topic) {
+		return fmt.Errorf("events: topic %q: the event name %s is reserved for the tombstone of a forgotten entity", topic, ForgottenName)
+	}
 	e := newEvent()
 	t := reflect.TypeOf(e)
 	if t == nil || t.Kind() != reflect.Pointer {
@@ -98,7 +101,7 @@ func (r *Registry) Topic(e Event) (string, error) {
 	defer r.mu.RUnlock()
 	if t, ok := e.(Topicer); ok {
 		topic := t.EventTopic()
-		if _, known := r.byTopic[topic]; !known {
+		if _, known := r.byTopic[topic]; !known && !IsForgottenTopic(topic) {
 			return "", fmt.Errorf("%w: %q (event type %T)", ErrUnknownTopic, topic, e)
 		}
 		return topic, nil
@@ -115,6 +118,9 @@ func (r *Registry) New(topic string) (Event, error) {
 	r.mu.RLock()
 	f, ok := r.byTopic[topic]
 	r.mu.RUnlock()
+	if !ok {
+		f, ok = forgottenLookup(topic)
+	}
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownTopic, topic)
 	}
@@ -137,5 +143,8 @@ func (r *Registry) lookup(topic string) (newEvent func() Event, ups []Upcaster, 
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	newEvent, ok = r.byTopic[topic]
+	if !ok {
+		newEvent, ok = forgottenLookup(topic)
+	}
 	return newEvent, r.upcasters[topic], ok
 }
