@@ -1,6 +1,7 @@
 // Package memory is an in-memory store.ProcessRecorder, store.SequencesReader,
-// store.SnapshotRecorder and store.Notifier. It keeps nothing on disk: use it in
-// tests and examples, and where the log may be lost with the process.
+// store.SnapshotRecorder, store.KeyRecorder and store.Notifier. It keeps
+// nothing on disk: use it in tests and examples, and where the log may be
+// lost with the process.
 //
 // Appends are serialised by one mutex, so notification ids are assigned in commit
 // order and the notification log never skips an item. All methods are safe for
@@ -32,7 +33,8 @@ type Recorder struct {
 	log       []store.Notification                // in id order
 	snapshots map[uuid.UUID][]store.SequencedItem // each in position order
 	tracking  map[trackingKey]int64
-	wake      chan struct{} // closed and replaced after each commit
+	keys      map[uuid.UUID]memKey // data keys (keys.go)
+	wake      chan struct{}        // closed and replaced after each commit
 }
 
 var (
@@ -42,6 +44,7 @@ var (
 	_ store.Notifier         = (*Recorder)(nil)
 	_ store.SequencesReader  = (*memTx)(nil)
 	_ store.TrackingsSetter  = (*memTx)(nil)
+	_ store.KeyRecorder      = (*Recorder)(nil)
 )
 
 // New returns an empty recorder.
@@ -50,6 +53,7 @@ func New() *Recorder {
 		sequences: make(map[uuid.UUID][]store.SequencedItem),
 		snapshots: make(map[uuid.UUID][]store.SequencedItem),
 		tracking:  make(map[trackingKey]int64),
+		keys:      make(map[uuid.UUID]memKey),
 		wake:      make(chan struct{}),
 	}
 }
@@ -188,6 +192,10 @@ func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	for k, p := range tx.tracking {
 		r.tracking[k] = p
 	}
+	for _, id := range tx.forgets {
+		r.keys[id] = memKey{forgotten: true}
+		delete(r.snapshots, id)
+	}
 	if len(tx.order) > 0 {
 		close(r.wake)
 		r.wake = make(chan struct{})
@@ -200,7 +208,8 @@ type memTx struct {
 	order    []store.SequencedItem // inserted, in insertion order
 	pending  map[uuid.UUID][]store.SequencedItem
 	tracking map[trackingKey]int64
-	doomed   error // a tracking conflict: the transaction must not commit
+	doomed   error       // a tracking conflict: the transaction must not commit
+	forgets  []uuid.UUID // sequences whose keys and snapshots go at commit
 }
 
 func (tx *memTx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {

@@ -11,8 +11,9 @@
 //
 // # Schema and migrations
 //
-// Three tables, named <prefix>events, <prefix>snapshots and <prefix>tracking,
-// plus <prefix>schema_version. Events have the primary key (sequence_id,
+// Four tables, named <prefix>events, <prefix>snapshots, <prefix>tracking and
+// <prefix>entity_keys (per-entity data keys for crypto-shredding, wrapped by
+// a master key; see store.KeyRecorder), plus <prefix>schema_version. Events have the primary key (sequence_id,
 // position) and a unique index on notification_id. Migrations are embedded SQL
 // files applied by Migrate (or by New with Options.Migrate), each in its own
 // transaction, serialised across processes with pg_advisory_lock. A schema
@@ -129,6 +130,18 @@
 // of the pool), reconnects when it drops and wakes every subscriber after a
 // reconnect. Wake-ups can still be lost, so a tailer must also poll, on a
 // timer, and treat a wake-up only as a reason to poll sooner.
+//
+// # Forgetting (crypto-shredding)
+//
+// A Recorder is a store.KeyRecorder. CreateDataKey inserts with ON CONFLICT
+// DO NOTHING and then reads the row in a second statement, so racing callers
+// all get the key that won. Forget runs in one InTx transaction: the tombstone
+// appended like any item (so it takes the log-order guard and the
+// notification id of the transaction), the key row's wrapped key set to NULL
+// with forgotten_at (a row is made if the sequence had no key, so none is
+// ever made later), and the sequence's snapshots deleted. The old row
+// version holds the wrapped key until VACUUM; the WAL and backups keep it
+// until they expire.
 //
 // # Leader election
 //

@@ -85,6 +85,7 @@ type names struct {
 	Events    string // quoted schema.table
 	Snapshots string
 	Tracking  string
+	Keys      string // per-entity data keys
 	Version   string
 	prefix    string
 	channel   string // LISTEN/NOTIFY channel, unquoted
@@ -99,6 +100,7 @@ func newNames(o Options) names {
 		Events:    q("events"),
 		Snapshots: q("snapshots"),
 		Tracking:  q("tracking"),
+		Keys:      q("entity_keys"),
 		Version:   q("schema_version"),
 		prefix:    o.TablePrefix,
 		channel:   fmt.Sprintf("eventlog_%016x", hash64("notify:"+space)),

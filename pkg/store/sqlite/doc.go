@@ -1,6 +1,13 @@
 // Package sqlite is the embedded store backend: a store.ProcessRecorder,
-// store.SequencesReader, store.SnapshotRecorder and store.Notifier on one
-// SQLite database file, through modernc.org/sqlite (pure Go, no cgo).
+// store.SequencesReader, store.SnapshotRecorder, store.KeyRecorder and
+// store.Notifier on one SQLite database file, through modernc.org/sqlite
+// (pure Go, no cgo).
+//
+// Per-entity data keys (crypto-shredding) live in the table entity_keys,
+// wrapped by a master key. Forget appends the tombstone, empties the key row
+// (keeping that the sequence was forgotten) and deletes the snapshots in one
+// transaction; the wrapped key's old bytes may remain in free pages and the
+// WAL until reused, checkpointed or VACUUMed.
 //
 // Open opens a file and owns its connections; New wraps a *sql.DB of the
 // caller's (for read models kept in the same file, written in the same

@@ -22,8 +22,11 @@
 // them; wake-ups, when the recorder implements store.Notifier; and reads of
 // many sequences in one call that return what SelectEvents does for each, on
 // the recorder and inside a transaction, when they implement
-// store.SequencesReader; and tracking records set several at a time, when a
-// transaction implements store.TrackingsSetter.
+// store.SequencesReader; tracking records set several at a time, when a
+// transaction implements store.TrackingsSetter; and, when the recorder is a
+// store.KeyRecorder, data keys (created once, the first stored key winning a
+// race) and Forget (the tombstone appended in the log, the key and the
+// snapshots gone, other sequences intact, idempotent, no key ever again).
 //
 // Subtests run in parallel, so newRecorder must be safe to call from several
 // goroutines, and the recorders it returns must not share data.

@@ -92,6 +92,9 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 		{"ConcurrentTail", s.testConcurrentTail},
 		{"Snapshots", s.testSnapshots},
 		{"Notifier", s.testNotifier},
+		{"DataKeys", s.testDataKeys},
+		{"DataKeyRace", s.testDataKeyRace},
+		{"Forget", s.testForget},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
