@@ -23,6 +23,11 @@ import (
 // never expected; if one happens (someone else writes the same sequences into
 // the target) it is returned as a transient error and the batch is retried
 // with fresh positions, not swallowed.
+//
+// Copies are byte for byte: state encrypted with an entity's own data key
+// (events.EntityCipher) stays encrypted in the target, and becomes unreadable
+// there too when the entity is forgotten; the tombstone is copied like any
+// item and records that it was.
 type PersistencePolicy struct{}
 
 var _ Positions = PersistencePolicy{}

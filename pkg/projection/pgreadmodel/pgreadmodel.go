@@ -355,6 +355,24 @@ func (m *ReadModel) upsert(ctx context.Context, q batcher, changes []readmodel.C
 		if len(cs) == 0 {
 			continue
 		}
+		// A forgotten entity's row is deleted, with nothing of it kept.
+		var gone [][16]byte
+		cs = slices.DeleteFunc(cs, func(c *readmodel.Change) bool {
+			if c.Forgotten {
+				gone = append(gone, c.ID)
+			}
+			return c.Forgotten
+		})
+		if len(gone) > 0 {
+			table := m.tables[typ].live
+			if shadow {
+				table = m.tables[typ].shadow
+			}
+			b.Queue("DELETE FROM "+table+" WHERE id = ANY($1::uuid[])", gone)
+		}
+		if len(cs) == 0 {
+			continue
+		}
 		ids := make([][16]byte, len(cs))
 		versions := make([]int64, len(cs))
 		attrs := make([][]byte, len(cs))

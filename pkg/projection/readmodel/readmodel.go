@@ -9,6 +9,9 @@
 // events, never from the clock, so a read model rebuilt from the store's log
 // equals the one kept live.
 //
+// The tombstone of a forgotten entity (events.Forgotten) deletes its row:
+// nothing of a forgotten entity stays in a read model.
+//
 // The package does no I/O.
 package readmodel
 
@@ -53,6 +56,9 @@ type Change struct {
 	Attributes map[string]json.RawMessage
 	// Discarded reports that the events discard the entity.
 	Discarded bool
+	// Forgotten reports that the events end with the entity's tombstone
+	// (events.Forgotten): its row is deleted, and Attributes is empty.
+	Forgotten bool
 	// Version is the entity's version after the events.
 	Version   int64
 	UpdatedAt time.Time
@@ -93,7 +99,8 @@ func EncodeAttributes(attrs map[string]json.RawMessage) []byte {
 }
 
 // Fold folds decoded entity events into one change per entity, in the order
-// of each entity's first event. The items of one entity must be in position
+// of each entity's first event. The tombstone of a forgotten entity
+// (*events.Forgotten) makes a change with Forgotten set: the row goes. The items of one entity must be in position
 // order, as a projection.Runner hands them to a policy. keep, if not nil,
 // says which entity types the read model keeps.
 //
@@ -130,6 +137,9 @@ func Fold(items []projection.Item, keep func(typ string) bool) ([]Change, error)
 			c.Attributes[e.Name] = e.Value
 		case *entity.Discarded:
 			c.Discarded = true
+		case *events.Forgotten:
+			c.Forgotten, c.Discarded, c.Created = true, true, false
+			c.Attributes = map[string]json.RawMessage{}
 		}
 		c.Version = it.Position + 1
 		c.UpdatedAt = it.Event.EventMeta().Timestamp
@@ -158,6 +168,8 @@ func check(it *projection.Item, keep func(string) bool) (string, error) {
 		}
 	case *entity.Discarded:
 		typ = e.Type
+	case *events.Forgotten:
+		typ = e.Entity
 	default:
 		return "", fmt.Errorf("readmodel: %s (%T) is not an event of the generic entity", it.Topic, it.Event)
 	}

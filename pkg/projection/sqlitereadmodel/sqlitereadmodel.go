@@ -272,6 +272,13 @@ func (m *ReadModel) write(ctx context.Context, q sqlTx, t *table, cs []*readmode
 		}
 	}
 	for _, c := range cs {
+		if c.Forgotten {
+			// A forgotten entity's row is deleted, with nothing of it kept.
+			if _, err := q.ExecContext(ctx, "DELETE FROM "+t.name+" WHERE id = ?", c.ID.String()); err != nil {
+				return fmt.Errorf("sqlitereadmodel: delete forgotten %s %s: %w", t.typ, c.ID, err)
+			}
+			continue
+		}
 		r := rows[c.ID]
 		if r == nil {
 			r = &readmodel.Row{}
