@@ -22,9 +22,17 @@ import (
 // The others only decrypt; deleting one retires it, and the items it encrypted
 // become unreadable. A single -cipher-key or -cipher-key-file given as well is
 // the legacy key: it reads what was encrypted before there were key ids.
+//
+// With -cipher-per-entity the keys are master keys: each entity's events are
+// encrypted with a data key of its own, stored in the store wrapped by the
+// active master key, and `eventlog forget` deletes it (crypto-shredding).
 type keyringFlags struct {
-	file   string
-	inline string
+	file      string
+	inline    string
+	perEntity bool
+
+	keys *lateDataKeys   // set by keyring with perEntity; bound by bindStore
+	ring *events.Keyring // the master keyring of the per-entity cipher
 }
 
 // legacyKeyID names the single -cipher-key inside a keyring when the keys file
@@ -35,13 +43,35 @@ func (k *keyringFlags) register(fs *config.FlagSet) {
 	fs.StringVar(&k.file, "cipher-keys-file", "", "file of AES-256 keys by id for rotation: one id=<64 hex digits> a line, '*' before the id that encrypts (default: the first)")
 	fs.StringVar(&k.inline, "cipher-keys", "", "the keys by id, comma-separated id=<64 hex digits> (prefer -cipher-keys-file)")
 	fs.Secret("cipher-keys")
+	fs.BoolVar(&k.perEntity, "cipher-per-entity", false, "encrypt each entity's events with a data key of its own, kept in the store wrapped by the cipher key (the active one of -cipher-keys-file); 'eventlog forget' deletes it")
 }
 
-func (k *keyringFlags) set() bool { return k.file != "" || k.inline != "" }
+func (k *keyringFlags) set() bool { return k.file != "" || k.inline != "" || k.perEntity }
 
-// keyring builds the keyring; legacyHex is the single -cipher-key, if any.
+// keyring builds the cipher: the keyring or, with -cipher-per-entity, the
+// per-entity cipher over it (the keyring then wraps the data keys and reads
+// what was encrypted before); legacyHex is the single -cipher-key, if any.
 // Errors name flags, lines and ids, never key material.
-func (k *keyringFlags) keyring(legacyHex string) (*events.Keyring, error) {
+func (k *keyringFlags) keyring(legacyHex string) (events.Cipher, error) {
+	ring, err := k.masterKeyring(legacyHex)
+	if err != nil || !k.perEntity {
+		return ring, err
+	}
+	k.keys, k.ring = &lateDataKeys{}, ring
+	return events.NewEntityCipher(k.keys, ring), nil
+}
+
+func (k *keyringFlags) masterKeyring(legacyHex string) (*events.Keyring, error) {
+	if k.perEntity && k.file == "" && k.inline == "" {
+		if legacyHex == "" {
+			return nil, errors.New("-cipher-per-entity needs the master key: -cipher-keys-file (or -cipher-key-file)")
+		}
+		raw, err := hex.DecodeString(legacyHex)
+		if err != nil || len(raw) != 32 {
+			return nil, errors.New("the cipher key must be 64 hex digits (32 bytes); make one with: openssl rand -hex 32")
+		}
+		return events.NewKeyring(map[string][]byte{legacyKeyID: raw}, legacyKeyID, legacyKeyID)
+	}
 	if k.file != "" && k.inline != "" {
 		return nil, errors.New("give -cipher-keys-file or -cipher-keys, not both")
 	}

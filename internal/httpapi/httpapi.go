@@ -3,7 +3,8 @@
 // log, commands, and the operational endpoints /healthz, /readyz and /metrics.
 //
 // Every response is JSON. Errors are {"error": "..."} with a status that says
-// what happened: 400 for bad input, 404 for unknown (and discarded) entities, 503
+// what happened: 400 for bad input, 404 for unknown (and discarded) entities, 410
+// Gone for forgotten entities (crypto-shredded: their data key is deleted), 503
 // when a dependency is down, 504 when a command's result did not come in time.
 package httpapi
 
@@ -201,6 +202,10 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "%s %s not found", typ, id)
 		return
 	}
+	if events.IsForgottenTopic(items[len(items)-1].Topic) {
+		writeForgotten(w, typ, id)
+		return
+	}
 	out := make([]EventJSON, len(items))
 	for i, it := range items {
 		out[i] = s.eventJSON(0, it)
@@ -307,7 +312,10 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) storeError(w http.ResponseWriter, err error, format string, args ...any) {
 	what := fmt.Sprintf(format, args...)
+	var fe *events.ForgottenError
 	switch {
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusGone, map[string]string{"error": fmt.Sprintf("%s: the entity was forgotten (its data key is deleted)", what), "forgotten": fe.SequenceID.String()})
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "%s not found", what)
 	case errors.Is(err, events.ErrDecode):

@@ -33,6 +33,9 @@ type ReadModels struct {
 	Types []string
 	// Lag and Stats return what GET /v1/projections shows.
 	Lag, Stats func() any
+	// Forgotten, if set, tells a forgotten entity (410 Gone) from an unknown
+	// one (404) when the read model has no row for it; see ForgottenIn.
+	Forgotten func(ctx context.Context, id uuid.UUID) (bool, error)
 }
 
 // Routes adds the routes to mux.
@@ -65,9 +68,16 @@ func (rm *ReadModels) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	row, err := rm.Model.Get(r.Context(), typ, id)
+	if errors.Is(err, store.ErrNotFound) && rm.Forgotten != nil {
+		if gone, ferr := rm.Forgotten(r.Context(), id); ferr == nil && gone {
+			err = forgottenError(id)
+		}
+	}
 	switch {
 	case err == nil && !row.Discarded:
 		writeJSON(w, http.StatusOK, row)
+	case errors.Is(err, store.ErrForgotten):
+		writeForgotten(w, typ, id)
 	case err == nil || errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "%s %s not found in the read model", typ, id)
 	default:
