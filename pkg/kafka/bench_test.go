@@ -5,13 +5,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/store/memory"
+	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // BenchmarkRelay measures the relay from the memory recorder to an in-process
 // kfake broker: b.N events of 1,000 entities, ~100-byte JSON states, stored
-// beforehand; the clock runs from Run until the checkpoint covers them all.
+// beforehand; the clock runs from Run until the broker has acknowledged them
+// all (RelayStats.LastPublishedID; the checkpoint follows within
+// CheckpointInterval).
 //
 //	go test -run '^$' -bench Relay -benchtime 200000x ./pkg/kafka/
 func BenchmarkRelay(b *testing.B) {
@@ -27,7 +32,7 @@ func BenchmarkRelay(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	stop := runRelay(b, r)
-	for checkpoint(b, rec, "relay") < int64(b.N) {
+	for r.Stats().LastPublishedID < int64(b.N) {
 		time.Sleep(time.Millisecond)
 	}
 	elapsed := time.Since(start)
@@ -37,7 +42,7 @@ func BenchmarkRelay(b *testing.B) {
 }
 
 // BenchmarkRelayLatency measures one event at a time: from its commit until
-// the relay has checkpointed it (so the broker acknowledged it).
+// the broker has acknowledged it (RelayStats.LastPublishedID).
 //
 //	go test -run '^$' -bench RelayLatency -benchtime 500x ./pkg/kafka/
 func BenchmarkRelayLatency(b *testing.B) {
@@ -51,8 +56,49 @@ func BenchmarkRelayLatency(b *testing.B) {
 		if _, err := rec.InsertEvents(context.Background(), items[i:i+1]); err != nil {
 			b.Fatal(err)
 		}
-		for checkpoint(b, rec, "relay") < int64(i+1) {
+		for r.Stats().LastPublishedID < int64(i+1) {
 			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+// ResultCommandID reads the leading command_id of the values the writer
+// stores, and decodes any other JSON.
+func TestResultCommandID(t *testing.T) {
+	id := uuid.New()
+	it, err := wire.ResultItem(wire.Result{CommandID: id, Entity: "example", EntityID: uuid.New(), Status: wire.StatusAccepted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		value string
+		want  uuid.UUID
+		fails bool
+	}{
+		{value: string(it.State), want: id},
+		{value: `{"status":"accepted","command_id":"` + id.String() + `"}`, want: id},
+		{value: `{"command_id":"` + id.String() + `x"}`, fails: true},
+		{value: `{"command_id":"not-a-uuid-but-thirty-six-characters!"}`, fails: true},
+		{value: `{}`, want: uuid.Nil},
+		{value: `not json`, fails: true},
+	} {
+		got, err := kafka.ResultCommandID([]byte(c.value))
+		if (err != nil) != c.fails || got != c.want {
+			t.Errorf("ResultCommandID(%s) = %s, %v; want %s (fails %v)", c.value, got, err, c.want, c.fails)
+		}
+	}
+}
+
+// BenchmarkResultCommandID: the command id of a result, as the Commander
+// reads every record of the results topic.
+func BenchmarkResultCommandID(b *testing.B) {
+	it, err := wire.ResultItem(wire.Result{CommandID: uuid.New(), Entity: "example", EntityID: uuid.New(), Status: wire.StatusAccepted, Version: 3, Positions: []int64{2}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := kafka.ResultCommandID(it.State); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -15,6 +17,11 @@ import (
 
 	"github.com/eventlog/eventlog/pkg/wire"
 )
+
+// CommanderFetchMaxWait is how long the broker may hold the Commander's fetch
+// of results when it has none, unless CommanderConfig.ClientOptions set
+// kgo.FetchMaxWait: franz-go's default is 5s.
+const CommanderFetchMaxWait = 100 * time.Millisecond
 
 // CommanderConfig configures a Commander.
 type CommanderConfig struct {
@@ -53,8 +60,8 @@ type Commander struct {
 
 	mu      sync.Mutex
 	waiters map[uuid.UUID][]chan wire.Result
-	recent  map[uuid.UUID]wire.Result
-	order   []uuid.UUID // ring of recent ids, oldest at next
+	recent  map[uuid.UUID][]byte // record values, decoded when waited for
+	order   []uuid.UUID          // ring of recent ids, oldest at next
 	next    int
 }
 
@@ -83,7 +90,7 @@ func NewCommander(producer *kgo.Client, cfg CommanderConfig) (*Commander, error)
 		log:      cfg.Logger,
 		ready:    make(chan struct{}),
 		waiters:  make(map[uuid.UUID][]chan wire.Result),
-		recent:   make(map[uuid.UUID]wire.Result),
+		recent:   make(map[uuid.UUID][]byte),
 		order:    make([]uuid.UUID, cfg.RecentResults),
 	}, nil
 }
@@ -118,12 +125,12 @@ func (c *Commander) Run(ctx context.Context) error {
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			res, err := wire.DecodeResult(r.Value)
-			if err != nil || res.CommandID == uuid.Nil {
+			id, err := ResultCommandID(r.Value)
+			if err != nil || id == uuid.Nil {
 				c.log.Warn("commander skipped a record that is not a result", logKeyPartition, r.Partition, logKeyOffset, r.Offset)
 				return
 			}
-			c.deliver(res)
+			c.deliver(id, r)
 		})
 	}
 	return nil
@@ -142,7 +149,10 @@ func (c *Commander) start(ctx context.Context, topic string) (*kgo.Client, error
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("kafka: commander: topic %s has no partitions", topic)
 	}
-	opts := append(append([]kgo.Opt(nil), c.cfg.ClientOptions...),
+	// A short fetch wait first, so that ClientOptions may override it: a
+	// fetch that misses its wake-up then delays a result by at most that.
+	opts := append([]kgo.Opt{kgo.FetchMaxWait(CommanderFetchMaxWait)}, c.cfg.ClientOptions...)
+	opts = append(opts,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)
@@ -153,21 +163,54 @@ func (c *Commander) start(ctx context.Context, topic string) (*kgo.Client, error
 	return cl, nil
 }
 
-func (c *Commander) deliver(res wire.Result) {
+// deliver hands the result of command id in r to its waiters and keeps it
+// among the recent ones. Only a result someone waits for is decoded.
+func (c *Commander) deliver(id uuid.UUID, r *kgo.Record) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, ch := range c.waiters[res.CommandID] {
-		ch <- res // buffered, one result per waiter
+	if ws := c.waiters[id]; len(ws) > 0 {
+		res, err := wire.DecodeResult(r.Value)
+		if err != nil {
+			c.log.Warn("commander skipped a record that is not a result", logKeyPartition, r.Partition, logKeyOffset, r.Offset, logKeyErr, err)
+			return
+		}
+		for _, ch := range ws {
+			ch <- res // buffered, one result per waiter
+		}
+		delete(c.waiters, id)
 	}
-	delete(c.waiters, res.CommandID)
-	if _, ok := c.recent[res.CommandID]; !ok {
+	if _, ok := c.recent[id]; !ok {
 		if old := c.order[c.next]; old != uuid.Nil {
 			delete(c.recent, old)
 		}
-		c.order[c.next] = res.CommandID
+		c.order[c.next] = id
 		c.next = (c.next + 1) % len(c.order)
 	}
-	c.recent[res.CommandID] = res
+	c.recent[id] = bytes.Clone(r.Value) // not pinning the fetch's buffer
+}
+
+// resultPrefix starts every result value the writer stores: wire.ResultItem
+// encodes command_id first.
+const resultPrefix = `{"command_id":"`
+
+// ResultCommandID returns the command id of a value of the results topic
+// without decoding the rest of it: from the leading command_id that
+// wire.ResultItem writes, or else by decoding the JSON. It does not check
+// that the rest is a valid result (wire.DecodeResult does).
+func ResultCommandID(value []byte) (uuid.UUID, error) {
+	const n = len(resultPrefix)
+	if len(value) > n+36 && string(value[:n]) == resultPrefix && value[n+36] == '"' {
+		if id, err := uuid.ParseBytes(value[n : n+36]); err == nil {
+			return id, nil
+		}
+	}
+	var r struct {
+		CommandID uuid.UUID `json:"command_id"`
+	}
+	if err := json.Unmarshal(value, &r); err != nil {
+		return uuid.Nil, fmt.Errorf("kafka: result: %w", err)
+	}
+	return r.CommandID, nil
 }
 
 func (c *Commander) awaitReady(ctx context.Context) error {
@@ -222,9 +265,12 @@ func (c *Commander) register(commandID uuid.UUID) (<-chan wire.Result, func()) {
 	ch := make(chan wire.Result, 1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if res, ok := c.recent[commandID]; ok {
-		ch <- res
-		return ch, func() {}
+	if raw, ok := c.recent[commandID]; ok {
+		if res, err := wire.DecodeResult(raw); err == nil {
+			ch <- res
+			return ch, func() {}
+		}
+		delete(c.recent, commandID) // not a result: wait for the next one
 	}
 	c.waiters[commandID] = append(c.waiters[commandID], ch)
 	return ch, func() {

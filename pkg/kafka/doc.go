@@ -22,11 +22,17 @@
 //   - an item of no entity type (no dot in its topic) to RelayConfig.UnroutedTopic,
 //     or, if that is empty, nowhere (logged and counted as skipped);
 //   - an item the relay cannot route (an outbox item that does not decode, an
-//     entity type that makes an invalid topic name, a record larger than the
-//     producer's batch limit) to the dead letters, keyed by its sequence id,
+//     entity type that makes an invalid topic name, a record larger than its
+//     topic takes) to the dead letters, keyed by its sequence id,
 //     with the event headers and error, source-topic (the item's topic),
 //     source-partition 0 and source-offset (its notification id); an
 //     oversized one without its value. Bad data never stops the relay.
+//
+// How large a record a topic takes is, with RelayConfig.TopicLimits, the
+// topic's max.message.bytes as the brokers describe it, learned before the
+// relay's first record to the topic (so a dead-letters topic configured for
+// large records gets the dead letters of oversized commands whole); without
+// it, the client's kgo.ProducerBatchMaxBytes for every topic.
 //
 // What the relay guarantees:
 //
@@ -38,13 +44,21 @@
 //   - The checkpoint (a store.Tracking named RelayConfig.Name, topic "",
 //     partition 0) only ever covers items the broker acknowledged: it is the
 //     greatest id such that it and every item before it were acknowledged. It
-//     is written at most every CheckpointInterval while busy and at once when
-//     everything read is acknowledged.
+//     is written at most every CheckpointInterval (about that long after the
+//     acknowledgements it covers, busy or idle), and when the relay rewinds
+//     after a failure, stops or loses its lock. A checkpoint lost in a crash
+//     only means that the items published since the one before are published
+//     again: consumers apply an event only at the position they expect (see
+//     below; the projectors' position guard), so they drop the copies.
 //   - At least once. After a failed publish the relay waits for the records in
 //     flight, stores the checkpoint, backs off (capped exponential) and
 //     publishes again from the checkpoint. On shutdown it waits (up to
 //     DrainTimeout) for the records in flight and checkpoints them, so a clean
 //     stop or hand-over publishes nothing twice.
+//   - Prompt reads. With a store.Notifier, the relay reads the log on each
+//     wake-up and again 2ms, 4ms, 8ms ... later, since on PostgreSQL a
+//     committed item is read only once every older transaction has ended,
+//     which sends no wake-up; then every NotifiedPollInterval.
 //   - One active relay per store, given a Locker whose lock is held by one
 //     holder at a time and whose held context ends when the lock is lost. A
 //     standby tries the lock every LockRetryInterval (at most 1s), so it takes
@@ -103,7 +117,9 @@
 //
 // A Commander produces command envelopes to the commands topic, keyed by
 // entity id, and waits for results on the results topic, which it consumes
-// directly from the end offsets at the time its Run started.
+// directly from the end offsets at the time its Run started. It reads only the
+// command id of each result (ResultCommandID) and decodes the results that are
+// waited for.
 //
 // # Logging
 //

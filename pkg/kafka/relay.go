@@ -54,11 +54,17 @@ type RelayConfig struct {
 	PollInterval time.Duration
 	// NotifiedPollInterval is how often the relay reads the log when it is
 	// caught up and the source is a store.Notifier: a fallback for lost
-	// wake-ups. Default 500ms.
+	// wake-ups. Default 500ms. After a wake-up the relay also reads again
+	// after 2ms, 4ms, 8ms ... (until that reaches NotifiedPollInterval, or
+	// the next wake-up): a store whose log is commit-order safe may not show
+	// a committed item before every older transaction has ended, and that
+	// end sends no wake-up.
 	NotifiedPollInterval time.Duration
-	// CheckpointInterval bounds how often the checkpoint is written while the
-	// relay is busy; whenever everything read has been acknowledged, the
-	// checkpoint is written at once. Default 100ms.
+	// CheckpointInterval bounds how often the checkpoint is written: at most
+	// once per interval, and about an interval after the acknowledgements it
+	// covers, busy or idle; and once more when the relay stops or rewinds.
+	// A checkpoint lost in a crash only makes the relay publish again what it
+	// had published since the last one (see the package doc). Default 100ms.
 	CheckpointInterval time.Duration
 	// LockRetryInterval is how often a standby relay tries the lock. Default
 	// 500ms; at most 1s.
@@ -88,6 +94,13 @@ type RelayConfig struct {
 	// -1, the broker's defaults.
 	TopicPartitions        int32
 	TopicReplicationFactor int16
+	// TopicLimits, if set, bounds the records of each destination topic by
+	// the topic's max.message.bytes, which the relay learns with Admin
+	// (required with it) before its first record to the topic; the client
+	// must be built with TopicLimits.ClientOption. Without it, every record is
+	// bounded by the client's kgo.ProducerBatchMaxBytes. A record over the
+	// bound goes to the dead letters without its value.
+	TopicLimits *TopicLimits
 
 	// Logger receives the relay's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -144,6 +157,8 @@ func (c *RelayConfig) Validate() error {
 		return fmt.Errorf("kafka: relay: MinBackoff %s is more than MaxBackoff %s", cc.MinBackoff, cc.MaxBackoff)
 	case cc.UnroutedTopic != "" && !ValidTopicName(cc.UnroutedTopic):
 		return fmt.Errorf("kafka: relay: invalid UnroutedTopic %q", cc.UnroutedTopic)
+	case cc.TopicLimits != nil && cc.Admin == nil:
+		return errors.New("kafka: relay: TopicLimits needs Admin to learn the limits")
 	}
 	return cc.Topics.Validate()
 }
@@ -160,7 +175,9 @@ func (c *RelayConfig) Validate() error {
 // to Kafka's default message.max.bytes (1,048,588), so that the events of the
 // largest command the writer accepts (wire.MaxCommandSize) can be published to
 // a broker with default settings. An item larger than that still goes to the
-// dead letters, without its value.
+// dead letters, without its value. To bound each topic by its own
+// max.message.bytes instead, add TopicLimits.ClientOption after these and set
+// RelayConfig.TopicLimits.
 func RelayClientOptions() []kgo.Opt {
 	return []kgo.Opt{
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -240,6 +257,9 @@ func NewRelay(client *kgo.Client, src RelaySource, cfg RelayConfig) (*Relay, err
 		return nil, errors.New("kafka: relay: transactional clients are not supported")
 	}
 	maxBytes, _ := client.OptValue(kgo.ProducerBatchMaxBytes).(int32)
+	if cfg.TopicLimits != nil {
+		maxBytes = 0 // publishPage bounds each record by its topic's limit
+	}
 	return &Relay{
 		client: client,
 		src:    src,
@@ -393,6 +413,9 @@ type leader struct {
 	failed     atomic.Bool     // a record of this term failed; see page.failed
 }
 
+// fastPollMin is the first wait for a read after a wake-up.
+const fastPollMin = 2 * time.Millisecond
+
 // errStopped fails the records a relay did not produce after a failure.
 var errStopped = errors.New("kafka: relay: not produced after an earlier failure")
 
@@ -423,6 +446,10 @@ func (r *Relay) lead(held context.Context) error {
 	}
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
+	// fast, after a wake-up, is the next shorter wait (see NotifiedPollInterval).
+	var fast time.Duration
+	cpTimer := time.NewTimer(r.cfg.CheckpointInterval)
+	cpTimer.Stop()
 	var statsAt time.Time
 	idle := false // the last read returned a short page
 	for held.Err() == nil {
@@ -431,7 +458,7 @@ func (r *Relay) lead(held context.Context) error {
 			idle = false
 			continue
 		}
-		l.checkpoint(len(l.inflight) == 0)
+		l.checkpoint(false)
 		if time.Since(statsAt) >= r.cfg.StatsInterval {
 			statsAt = time.Now()
 			if m, err := r.src.MaxNotificationID(held); err == nil {
@@ -463,16 +490,33 @@ func (r *Relay) lead(held context.Context) error {
 				default:
 				}
 			}
-			timer.Reset(poll)
+			if fast > 0 {
+				timer.Reset(fast)
+			} else {
+				timer.Reset(poll)
+			}
+		}
+		// A checkpoint that is due wakes the loop, so an idle relay stores
+		// it about CheckpointInterval after the acknowledgements.
+		var due <-chan time.Time
+		if l.acked > l.saved {
+			cpTimer.Reset(max(0, r.cfg.CheckpointInterval-time.Since(l.savedAt)))
+			due = cpTimer.C
 		}
 		select {
 		case <-held.Done():
 		case <-head:
 		case <-wake:
 			idle = false
+			fast = min(fastPollMin, poll)
 		case <-timer.C:
 			idle = false
+			if fast *= 2; fast >= poll {
+				fast = 0
+			}
+		case <-due:
 		}
+		cpTimer.Stop()
 	}
 	return nil
 }
@@ -489,6 +533,7 @@ func (l *leader) publishPage() (int, error) {
 		return 0, nil
 	}
 	recs := make([]*kgo.Record, 0, len(ns))
+	var refs []*store.Notification // the item of each of recs, with TopicLimits
 	var bad, skipped int64
 	for i := range ns {
 		rec, kind := r.router.route(&ns[i])
@@ -502,9 +547,23 @@ func (l *leader) publishPage() (int, error) {
 			r.log.Error("relay sent an item it cannot route to the dead letters", logKeyID, ns[i].ID, logKeyTopic, ns[i].Topic)
 		}
 		recs = append(recs, rec)
+		if r.cfg.TopicLimits != nil {
+			refs = append(refs, &ns[i])
+		}
 	}
 	if err := l.ensureTopics(recs); err != nil {
 		return 0, fmt.Errorf("create destination topics: %w", err)
+	}
+	if lim := r.cfg.TopicLimits; lim != nil {
+		for i, rec := range recs {
+			if n := size(rec); n > int(lim.BatchMaxBytes(rec.Topic)) {
+				// The dead-letters topic was learned with the others (see ensureTopics).
+				recs[i] = r.router.bad(refs[i], fmt.Errorf("record of about %d bytes for %s is larger than the topic's limit of %d bytes", n, rec.Topic, lim.BatchMaxBytes(rec.Topic)))
+				recs[i].Value = nil
+				bad++
+				r.log.Error("relay sent an item larger than its topic's limit to the dead letters", logKeyID, refs[i].ID, logKeyTopic, refs[i].Topic)
+			}
+		}
 	}
 	last := ns[len(ns)-1].ID
 	p := newPage(last, len(recs), &l.failed)
@@ -531,23 +590,35 @@ func (l *leader) publishPage() (int, error) {
 	return len(ns), nil
 }
 
-// ensureTopics creates, with Admin, destination topics not seen before.
+// ensureTopics creates, with Admin, destination topics not seen before, and,
+// with TopicLimits, learns their limits and that of the dead-letters topic
+// (where a record over its topic's limit goes instead).
 func (l *leader) ensureTopics(recs []*kgo.Record) error {
 	adm := l.r.cfg.Admin
 	if adm == nil {
 		return nil
 	}
 	var missing []string
-	for _, rec := range recs {
-		if !l.known[rec.Topic] {
-			l.known[rec.Topic] = true
-			missing = append(missing, rec.Topic)
+	add := func(topic string) {
+		if !l.known[topic] {
+			l.known[topic] = true
+			missing = append(missing, topic)
 		}
+	}
+	for _, rec := range recs {
+		add(rec.Topic)
 	}
 	if len(missing) == 0 {
 		return nil
 	}
-	if err := EnsureTopics(l.held, adm, missing, l.r.cfg.TopicPartitions, l.r.cfg.TopicReplicationFactor); err != nil {
+	if l.r.cfg.TopicLimits != nil {
+		add(l.r.cfg.Topics.DeadLetters())
+	}
+	err := EnsureTopics(l.held, adm, missing, l.r.cfg.TopicPartitions, l.r.cfg.TopicReplicationFactor)
+	if err == nil && l.r.cfg.TopicLimits != nil {
+		err = l.r.cfg.TopicLimits.Learn(l.held, adm, missing...)
+	}
+	if err != nil {
 		for _, t := range missing {
 			delete(l.known, t)
 		}

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -536,4 +539,124 @@ func TestRelayStandsByWhenLockHeldElsewhere(t *testing.T) {
 		t.Fatalf("relay without the lock: %+v", s)
 	}
 	stop()
+}
+
+// TestRelayLearnsTopicLimits gives the events topic a max.message.bytes of 3
+// MiB and the brokers their default: with TopicLimits, an event of 2 MiB is
+// published whole, and one of 4 MiB goes to the dead letters without its
+// value, as does a 2 MiB item whose topic (unrouted) keeps the default.
+func TestRelayLearnsTopicLimits(t *testing.T) {
+	c := newCluster(t, 1, "example")
+	adm := admin(t, c)
+	limit := strconv.Itoa(3 << 20)
+	resp, err := adm.AlterTopicConfigs(t.Context(), []kadm.AlterConfig{{Name: "max.message.bytes", Value: &limit}}, topics.Events("example"))
+	if err == nil {
+		_, err = resp.On(topics.Events("example"), func(r *kadm.AlterConfigsResponse) error { return r.Err })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := memory.New()
+	items := []store.SequencedItem{
+		{SequenceID: uuid.New(), Topic: "example.Big", State: bytes.Repeat([]byte("x"), 2<<20), Codec: "json"},
+		{SequenceID: uuid.New(), Topic: "example.Huge", State: bytes.Repeat([]byte("y"), 4<<20), Codec: "json"},
+		{SequenceID: uuid.New(), Topic: "Unrouted", State: bytes.Repeat([]byte("z"), 2<<20), Codec: "json"},
+	}
+	if _, err := rec.InsertEvents(t.Context(), items); err != nil {
+		t.Fatal(err)
+	}
+	limits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
+	r := newRelay(t, newRelayClient(t, c, limits.ClientOption()), rec, kafka.RelayConfig{
+		Admin: adm, TopicLimits: limits, UnroutedTopic: "eventlog.unrouted",
+	})
+	runRelay(t, r)
+	waitCheckpoint(t, rec, "relay", 3, 10*time.Second)
+	if got := limits.BatchMaxBytes(topics.Events("example")); got != 3<<20 {
+		t.Errorf("learned limit of the events topic %d, want %d", got, 3<<20)
+	}
+	if got := limits.BatchMaxBytes(topics.DeadLetters()); got != kafka.KafkaDefaultMaxMessageBytes {
+		t.Errorf("learned limit of the dead-letters topic %d, want the default %d", got, kafka.KafkaDefaultMaxMessageBytes)
+	}
+	evs := consume(t, c, 1, 5*time.Second, 200*time.Millisecond, topics.Events("example"))
+	if len(evs) != 1 || !bytes.Equal(evs[0].Value, items[0].State) {
+		t.Fatalf("%d events, want the 2 MiB one whole", len(evs))
+	}
+	dls := consume(t, c, 2, 5*time.Second, 200*time.Millisecond, topics.DeadLetters())
+	if len(dls) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(dls))
+	}
+	for i, d := range dls {
+		if len(d.Value) != 0 {
+			t.Errorf("dead letter %d carries %d value bytes", i, len(d.Value))
+		}
+		if off, _ := header(d, wire.HeaderSourceOffset); off != strconv.Itoa(i+2) {
+			t.Errorf("dead letter %d source offset %s, want %d", i, off, i+2)
+		}
+		if e, _ := header(d, wire.HeaderError); !strings.Contains(e, "limit") {
+			t.Errorf("dead letter %d error %q", i, e)
+		}
+	}
+	if s := r.Stats(); s.DeadLettered != 2 || s.Published != 3 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestRelayTopicLimitsNeedAdmin: the limits cannot be learned without Admin.
+func TestRelayTopicLimitsNeedAdmin(t *testing.T) {
+	c := newCluster(t, 1, "example")
+	limits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
+	_, err := kafka.NewRelay(newRelayClient(t, c, limits.ClientOption()), memory.New(), kafka.RelayConfig{
+		Locker: kafka.NewLocalLock(), TopicLimits: limits,
+	})
+	if err == nil {
+		t.Fatal("NewRelay accepted TopicLimits without Admin")
+	}
+}
+
+// lateSource is a memory recorder whose items become readable some time after
+// the wake-up of their commit, as on PostgreSQL, where a committed item is
+// read only once every older transaction has ended.
+type lateSource struct {
+	*memory.Recorder
+	delay time.Duration
+
+	mu      sync.Mutex
+	visible map[int64]time.Time // notification id -> readable from
+}
+
+func (s *lateSource) SelectNotifications(ctx context.Context, after int64, limit int) ([]store.Notification, error) {
+	ns, err := s.Recorder.SelectNotifications(ctx, after, limit)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, n := range ns {
+		at, ok := s.visible[n.ID]
+		if !ok {
+			at = time.Now().Add(s.delay)
+			s.visible[n.ID] = at
+		}
+		if time.Now().Before(at) {
+			return ns[:i], err
+		}
+	}
+	return ns, err
+}
+
+// A commit that the wake-up's read does not see yet is published soon after,
+// not at the next NotifiedPollInterval.
+func TestRelayReadsAgainSoonAfterWakeUp(t *testing.T) {
+	c := newCluster(t, 1, "example")
+	src := &lateSource{Recorder: memory.New(), delay: 20 * time.Millisecond, visible: map[int64]time.Time{}}
+	r := newRelay(t, newRelayClient(t, c), src, kafka.RelayConfig{NotifiedPollInterval: 10 * time.Second})
+	runRelay(t, r)
+	waitFor(t, 5*time.Second, "the relay to lead", func() bool { return r.Stats().Active })
+	for i, it := range exampleItems("example", 1, 3) {
+		start := time.Now()
+		if _, err := src.InsertEvents(t.Context(), []store.SequencedItem{it}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "item "+strconv.Itoa(i+1)+" acknowledged", func() bool { return r.Stats().LastPublishedID >= int64(i+1) })
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("item %d published after %s", i+1, d)
+		}
+	}
 }
