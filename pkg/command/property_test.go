@@ -80,16 +80,27 @@ func (m *model) apply(c wire.Command, attrs map[string]string) wire.Result {
 // the optional store.SequencesReader and store.TrackingsSetter.
 func TestRandomStreams(t *testing.T) {
 	for seed := range 40 {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed)) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed), false) })
 	}
 }
 
-func randomStream(t *testing.T, seed uint64) {
+// The same with WriterConfig.Pipeline: each writer's transaction runs while
+// its next batch is decided, and a failed one is applied again. The consumer
+// moves on after every nil HandleBatch, and seeks to the tracking after an
+// error, as kafka.Consumer does.
+func TestRandomStreamsPipelined(t *testing.T) {
+	for seed := range 40 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed), true) })
+	}
+}
+
+func randomStream(t *testing.T, seed uint64, pipeline bool) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, seed*7919+1))
 	cfg := command.WriterConfig{
 		CacheSize:       []int{-1, 2, 100}[rng.IntN(3)],
 		ReadConcurrency: []int{1, 4}[rng.IntN(2)],
+		Pipeline:        pipeline,
 	}
 	e := newEnvReads(t, cfg, seed%2 == 1)
 	writers := []*command.Writer{e.w, e.writer(cfg)}
@@ -164,6 +175,11 @@ func randomStream(t *testing.T, seed uint64) {
 	// Deliver it.
 	var fetch [2]int
 	done := func() bool {
+		for _, w := range writers {
+			if err := w.Flush(ctx); err != nil {
+				return false
+			}
+		}
 		for p := range streams {
 			if len(streams[p]) > 0 && e.tracking(int32(p)) != int64(len(streams[p])-1) {
 				return false
@@ -196,11 +212,15 @@ func randomStream(t *testing.T, seed uint64) {
 		}
 		err := writers[rng.IntN(2)].HandleBatch(ctx, batch)
 		switch {
+		case err == nil && pipeline:
+			for _, r := range batch { // the consumer moves on
+				fetch[r.Partition] = max(fetch[r.Partition], int(r.Offset)+1)
+			}
 		case err == nil:
 			for p := range streams {
 				fetch[p] = int(e.tracking(int32(p))) + 1
 			}
-		case errors.Is(err, errTransient):
+		case errors.Is(err, errTransient), pipeline && errors.Is(err, store.ErrTrackingConflict):
 			e.rec.failCommit = nil
 			for p := range streams { // the consumer seeks back to the tracking
 				fetch[p] = int(e.tracking(int32(p))) + 1
@@ -211,8 +231,8 @@ func randomStream(t *testing.T, seed uint64) {
 	}
 
 	s0, s1 := writers[0].Stats(), writers[1].Stats()
-	t.Logf("records %d, batches %d, failures %d, skipped %d, duplicates %d, conflicts %d, rejected %d, accepted %d",
-		n, s0.Batches+s1.Batches, s0.Failures+s1.Failures, s0.Skipped+s1.Skipped, s0.Duplicates+s1.Duplicates,
+	t.Logf("records %d, batches %d, failures %d, retries %d, skipped %d, duplicates %d, conflicts %d, rejected %d, accepted %d",
+		n, s0.Batches+s1.Batches, s0.Failures+s1.Failures, s0.Retries+s1.Retries, s0.Skipped+s1.Skipped, s0.Duplicates+s1.Duplicates,
 		s0.Conflict+s1.Conflict, s0.Rejected+s1.Rejected, s0.Accepted+s1.Accepted)
 
 	// Compare.

@@ -20,9 +20,15 @@ type BatchStats struct {
 	Attempts                              int // transactions tried: 1 plus the retries (0 if none was needed)
 	// Append is the time spent in the transaction that committed (or in the last
 	// one tried, if none did).
-	Append   time.Duration
-	Duration time.Duration // the whole call
-	Err      error         // what HandleBatch returned
+	Append time.Duration
+	// Read is the time spent reading what the batch needs before its
+	// transaction (trackings, result look-ups, aggregates), and Decide the time
+	// spent decoding records and deciding their outcomes, over every attempt.
+	Read, Decide time.Duration
+	// Duration is the whole call; with WriterConfig.Pipeline, from the call
+	// until the batch's transaction committed.
+	Duration time.Duration
+	Err      error // what HandleBatch returned
 }
 
 // Count returns the number of first results with status s.

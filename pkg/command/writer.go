@@ -83,8 +83,28 @@ type WriterConfig struct {
 	Logger *slog.Logger
 	// OnBatch, if set, is called at the end of every HandleBatch call, on the
 	// calling goroutine, for metrics (so concurrently if HandleBatch runs
-	// concurrently). It must not block.
+	// concurrently). It must not block. With Pipeline it is called for a
+	// batch when its transaction has been waited for: by the next HandleBatch
+	// call or by Flush.
 	OnBatch func(BatchStats)
+	// Pipeline, if set, overlaps consecutive batches: HandleBatch decides its
+	// records (reads, handlers, encoding) while the transaction of the
+	// previous batch runs, as if that one had committed, then waits for that
+	// transaction and starts its own without waiting for it. It returns
+	// once its own transaction has started; the next HandleBatch call, Flush
+	// or Tracking waits for it. If a transaction fails, its batch is decided
+	// again from the store and stored in the background (as HandleBatch does
+	// without Pipeline, a few times with back-off), and the batch decided on
+	// top of it is decided again. A batch still not stored is applied by the
+	// next HandleBatch, Flush or Tracking call before anything else; that
+	// call returns its error if it fails, and the batch stays pending.
+	//
+	// So a nil HandleBatch means the records will be stored, not that they
+	// are: their transaction can still fail, and a process that stops
+	// without Flush loses it (the records are consumed again from the
+	// tracking, so nothing is applied twice or skipped). Calls are
+	// serialised: each waits for the one before.
+	Pipeline bool
 }
 
 func (c *WriterConfig) setDefaults() {
@@ -139,6 +159,9 @@ type Writer struct {
 
 	trackMu sync.Mutex
 	tracked map[partitionKey]int64 // stored tracking of partitions, as this writer last read or committed it
+
+	pipeMu  sync.Mutex // with Pipeline: one HandleBatch, Flush or Tracking at a time
+	pending *pending   // with Pipeline: the batch whose transaction runs or failed
 }
 
 type writerKind struct {
@@ -203,7 +226,12 @@ func (w *Writer) TrackingName() string { return w.cfg.TrackingName }
 // when it is assigned the partition. It answers for the writer's TrackingName
 // whatever name is passed; the parameter gives Tracking the shape of
 // store.ProcessRecorder.Tracking, so a consumer can be handed either.
+//
+// With Pipeline, it first waits for the batch committing (see Flush).
 func (w *Writer) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
+	if err := w.Flush(ctx); err != nil {
+		return -1, err
+	}
 	pos, err := w.rec.Tracking(ctx, w.cfg.TrackingName, topic, partition)
 	if err == nil {
 		w.remember(partitionKey{topic, partition}, pos)
@@ -248,24 +276,23 @@ func (w *Writer) Stats() Stats { return w.stats.snapshot() }
 // error only if nothing was stored: a store error (try the same batch again), an
 // error wrapping store.ErrTrackingConflict (another consumer applied these
 // offsets: seek to the stored tracking), or too many conflicts in a row.
+//
+// With WriterConfig.Pipeline, HandleBatch returns once the batch is decided
+// and its transaction started; see Pipeline for what changes.
 func (w *Writer) HandleBatch(ctx context.Context, records []wire.Record) error {
-	start := time.Now()
-	st := BatchStats{Records: len(records)}
-	err := w.handle(ctx, records, &st)
-	st.Duration = time.Since(start)
-	st.Err = err
-	w.stats.record(st)
-	if w.cfg.OnBatch != nil {
-		w.cfg.OnBatch(st)
+	if w.cfg.Pipeline {
+		return w.handlePipelined(ctx, records)
 	}
-	return err
+	return w.handleNow(ctx, records)
 }
 
 func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchStats) error {
 	if len(records) == 0 {
 		return nil
 	}
+	t0 := time.Now()
 	in := w.decode(records)
+	st.Decide += time.Since(t0)
 	bypass := make(map[uuid.UUID]bool)
 	readTracking := false
 	conflicts := 0
@@ -273,7 +300,14 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b, err := w.plan(ctx, in, bypass, readTracking)
+		b, err := w.plan(ctx, in, bypass, readTracking, nil)
+		if b != nil {
+			st.Read += b.stats.Read
+			st.Decide += b.stats.Decide
+			if err != nil {
+				b = nil // a failed plan has nothing to commit
+			}
+		}
 		if err == nil && b.empty() {
 			st.Skipped = b.stats.Skipped
 			return nil
@@ -286,6 +320,7 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 			if err == nil {
 				w.committed(ctx, b)
 				b.stats.Records, b.stats.Attempts, b.stats.Append = st.Records, st.Attempts, st.Append
+				b.stats.Read, b.stats.Decide = st.Read, st.Decide
 				*st = b.stats
 				return nil
 			}
@@ -412,28 +447,61 @@ type deadNote struct {
 
 func (b *batch) empty() bool { return len(b.tracking) == 0 && len(b.items) == 0 }
 
+// take hands over the aggregate of k that b worked on, if any (b may be nil):
+// b no longer caches it once it commits.
+func (b *batch) take(k aggKey) *working {
+	if b == nil {
+		return nil
+	}
+	wk, ok := b.working[k]
+	if !ok || (wk.agg == nil && wk.reject == nil) {
+		return nil
+	}
+	delete(b.working, k)
+	return wk
+}
+
 // plan reads what the batch needs and decides every record's outcome. With
 // readTracking it reads the tracking of every partition rather than use the
 // one it remembers.
-func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking bool) (*batch, error) {
+//
+// With prev, a batch whose transaction has not committed yet, the batch is
+// planned as if prev had committed: prev's offsets count as applied, its
+// results as stored, and the aggregates prev worked on are taken over from it
+// in the state prev left them (prev then does not cache them). Such a plan
+// holds only if prev commits.
+func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking bool, prev *batch) (*batch, error) {
 	b := &batch{
 		working:   make(map[aggKey]*working),
 		results:   make(map[uuid.UUID]*answered),
 		writtenBy: make(map[uuid.UUID]string),
 	}
-	live, err := w.skipApplied(ctx, b, in, readTracking)
+	if prev != nil {
+		for id, a := range prev.results {
+			b.results[id] = &answered{state: a.state, codec: a.codec, next: a.next}
+		}
+		maps.Copy(b.writtenBy, prev.writtenBy)
+	}
+	t0 := time.Now()
+	live, err := w.skipApplied(ctx, b, in, readTracking, prev)
 	if err != nil || len(live) == 0 {
+		b.stats.Read = time.Since(t0)
 		return b, err
 	}
-	lookups, err := w.prefetch(ctx, b, live, bypass)
+	b.items = make([]store.SequencedItem, 0, 2*len(live))
+	lookups, err := w.prefetch(ctx, b, live, bypass, prev)
+	t1 := time.Now()
+	b.stats.Read = t1.Sub(t0)
 	if err != nil {
-		return nil, err
+		return b, err
 	}
 	for _, x := range live {
 		if err := w.decide(ctx, b, x, lookups); err != nil {
-			return nil, err
+			b.stats.Decide = time.Since(t1)
+			return b, err
 		}
 	}
+	b.stats.Decide = time.Since(t1)
 	for _, wk := range b.working {
 		if wk.read && wk.reject == nil && len(wk.applied) == 0 {
 			b.validate = append(b.validate, wk)
@@ -450,8 +518,14 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 // usual case) then reads no tracking at all. If another writer applied records
 // since, the remembered tracking is behind, and the commit fails on the first
 // tracking it sets (see commit); handle then plans again with readTracking.
-func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTracking bool) ([]*input, error) {
+func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTracking bool, prev *batch) ([]*input, error) {
 	stored := make(map[partitionKey]int64)
+	if prev != nil {
+		for _, t := range prev.tracking { // in order: the last of a partition is its greatest
+			stored[partitionKey{t.Topic, t.Partition}] = t.Position
+			b.remembered = true
+		}
+	}
 	for i := range in {
 		k := partitionKey{in[i].rec.Topic, in[i].rec.Partition}
 		if _, ok := stored[k]; ok {
@@ -509,7 +583,7 @@ func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTrac
 // others are rebuilt from the store. With a store.SequencesReader all of it is
 // one read, and with snapshots one more read per uncached aggregate that
 // exists; without one, it is a read per sequence, ReadConcurrency at a time.
-func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool) (map[uuid.UUID]lookup, error) {
+func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool, prev *batch) (map[uuid.UUID]lookup, error) {
 	var seqs []uuid.UUID
 	lookups := make(map[uuid.UUID]lookup, len(live))
 	var loads []*working
@@ -538,6 +612,13 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		}
 		wk := &working{key: key, kind: k}
 		b.working[key] = wk
+		if pwk := prev.take(key); pwk != nil {
+			wk.reject = pwk.reject
+			if pwk.agg != nil {
+				wk.setAgg(pwk.agg)
+			}
+			continue
+		}
 		if bypass[key.id] || bypass[bypassAll] {
 			w.cache.drop(key)
 		} else if agg, ok := w.cache.take(key); ok {
