@@ -24,6 +24,8 @@ import (
 
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/internal/service"
+	wcmd "github.com/eventlog/eventlog/pkg/command"
+	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -43,6 +45,76 @@ type BenchResult struct {
 	P50ms             float64 `json:"latency_p50_ms"`
 	P99ms             float64 `json:"latency_p99_ms"`
 	CPUs              int     `json:"cpus"`
+	// Where the time goes: the writer's batches in each phase, and, in the
+	// latency phase, the time from produce until the relay produced the
+	// result (consumer pick-up, the writer's batch, relay pick-up) and from
+	// then until the result was consumed.
+	Throughput   BenchStages `json:"throughput_batches"`
+	Latency      BenchStages `json:"latency_batches"`
+	ToRelayP50ms float64     `json:"to_relay_p50_ms"`
+	ToRelayP99ms float64     `json:"to_relay_p99_ms"`
+	RelayToP50ms float64     `json:"relay_to_result_p50_ms"`
+	RelayToP99ms float64     `json:"relay_to_result_p99_ms"`
+}
+
+// BenchStages sums up the writer's batches of one phase.
+type BenchStages struct {
+	Batches         int     `json:"batches"`
+	RecordsPerBatch float64 `json:"records_per_batch"`
+	ReadMs          float64 `json:"read_ms"`   // mean reads before the transaction
+	DecideMs        float64 `json:"decide_ms"` // mean decode and decide
+	AppendMs        float64 `json:"append_ms"` // mean transaction
+	BatchMs         float64 `json:"batch_ms"`  // mean whole batch
+	BatchP99ms      float64 `json:"batch_p99_ms"`
+}
+
+// stageRecorder collects the writer's batch statistics.
+type stageRecorder struct {
+	mu  sync.Mutex
+	all []wcmd.BatchStats
+}
+
+func (s *stageRecorder) add(b wcmd.BatchStats) {
+	s.mu.Lock()
+	s.all = append(s.all, b)
+	s.mu.Unlock()
+}
+
+// take sums up and forgets the batches recorded so far.
+func (s *stageRecorder) take() BenchStages {
+	s.mu.Lock()
+	all := s.all
+	s.all = nil
+	s.mu.Unlock()
+	var out BenchStages
+	if len(all) == 0 {
+		return out
+	}
+	var records int
+	var read, decide, app, whole time.Duration
+	ds := make([]time.Duration, len(all))
+	for i, b := range all {
+		records += b.Records
+		read, decide, app, whole = read+b.Read, decide+b.Decide, app+b.Append, whole+b.Duration
+		ds[i] = b.Duration
+	}
+	slices.Sort(ds)
+	n := float64(len(all))
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 / n }
+	out = BenchStages{Batches: len(all), RecordsPerBatch: float64(records) / n,
+		ReadMs: ms(read), DecideMs: ms(decide), AppendMs: ms(app), BatchMs: ms(whole),
+		BatchP99ms: float64(ds[min(len(ds)*99/100, len(ds)-1)]) / 1e6}
+	return out
+}
+
+// percentiles returns the 50th and 99th percentile of ds in milliseconds,
+// sorting ds.
+func percentiles(ds []time.Duration) (p50, p99 float64) {
+	if len(ds) == 0 {
+		return 0, 0
+	}
+	slices.Sort(ds)
+	return float64(ds[len(ds)*50/100]) / 1e6, float64(ds[min(len(ds)*99/100, len(ds)-1)]) / 1e6
 }
 
 // Bench runs the end-to-end benchmark: an in-process broker, the store, one
@@ -61,6 +133,8 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	fs.DurationVar(&latencyFor, "latency-for", 5*time.Second, "length of the latency phase (0: skip)")
 	fs.StringVar(&dsn, "postgres-dsn", "", "benchmark PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	var pipeline bool
+	fs.BoolVar(&pipeline, "pipeline", false, "decide each batch of commands while the one before commits")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
@@ -106,7 +180,8 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	}
 	brokers := cluster.ListenAddrs()
 	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: 4, replication: -1}
-	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Entities: []string{"example"}, Log: log})
+	stages := &stageRecorder{}
+	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Entities: []string{"example"}, Log: log, OnBatch: stages.add, Pipeline: pipeline})
 	if err != nil {
 		return err
 	}
@@ -122,7 +197,8 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	}
 	defer prod.Close()
 	results := newResultWatcher()
-	rcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics.Results()), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()))
+	rcl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topics.Results()), kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		kgo.FetchMaxWait(kafka.CommanderFetchMaxWait))
 	if err != nil {
 		return err
 	}
@@ -166,6 +242,7 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	bar.finish()
 	elapsed := time.Since(start)
 	res := BenchResult{Store: backend.Name, Commands: n, CommandsPerSecond: float64(n) / elapsed.Seconds(), Rate: rate, CPUs: runtime.NumCPU()}
+	res.Throughput = stages.take()
 
 	// Relay: time until every event is on Kafka, from the same start.
 	adm := kadm.NewClient(prod)
@@ -191,6 +268,9 @@ func Bench(ctx context.Context, args []string, env Env) error {
 		total := int(float64(rate) * latencyFor.Seconds())
 		bar = newProgressBar(env.Stderr, "latency")
 		lat := make([]time.Duration, 0, total)
+		toRelay := make([]time.Duration, 0, total)
+		relayTo := make([]time.Duration, 0, total)
+		stages.take() // the batches of the relay wait above
 		var mu sync.Mutex
 		tick := time.Second / time.Duration(rate)
 		next := time.Now()
@@ -206,9 +286,11 @@ func Bench(ctx context.Context, args []string, env Env) error {
 				go func() {
 					defer wg.Done()
 					select {
-					case <-wait:
+					case got := <-wait:
 						mu.Lock()
-						lat = append(lat, time.Since(sent))
+						lat = append(lat, got.at.Sub(sent))
+						toRelay = append(toRelay, got.produced.Sub(sent))
+						relayTo = append(relayTo, got.at.Sub(got.produced))
 						mu.Unlock()
 					case <-ctx.Done():
 					}
@@ -218,11 +300,10 @@ func Bench(ctx context.Context, args []string, env Env) error {
 		}
 		wg.Wait()
 		bar.finish()
-		slices.Sort(lat)
-		if len(lat) > 0 {
-			res.P50ms = float64(lat[len(lat)*50/100]) / 1e6
-			res.P99ms = float64(lat[min(len(lat)*99/100, len(lat)-1)]) / 1e6
-		}
+		res.P50ms, res.P99ms = percentiles(lat)
+		res.ToRelayP50ms, res.ToRelayP99ms = percentiles(toRelay)
+		res.RelayToP50ms, res.RelayToP99ms = percentiles(relayTo)
+		res.Latency = stages.take()
 	}
 	if asJSON {
 		return json.NewEncoder(env.Stdout).Encode(res)
@@ -231,8 +312,16 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	fmt.Fprintf(tw, "store\t%s\t\n", res.Store)
 	fmt.Fprintf(tw, "commands, produce to result\t%s\t%.0f commands/s\t\n", thousands(int64(n)), res.CommandsPerSecond)
 	fmt.Fprintf(tw, "relay\t%s events\t%.0f events/s\t\n", thousands(res.Events), res.RelayEventsPerSec)
+	stageLine := func(name string, st BenchStages) {
+		fmt.Fprintf(tw, "%s\t%d batches of %.0f\tread %.1f, decide %.1f, append %.1f, whole %.1f ms (p99 %.1f)\t\n",
+			name, st.Batches, st.RecordsPerBatch, st.ReadMs, st.DecideMs, st.AppendMs, st.BatchMs, st.BatchP99ms)
+	}
+	stageLine("writer batches, throughput", res.Throughput)
 	if latencyFor > 0 {
 		fmt.Fprintf(tw, "latency at %d commands/s\tp50 %.1f ms\tp99 %.1f ms\t\n", rate, res.P50ms, res.P99ms)
+		fmt.Fprintf(tw, "  produce to relay produce\tp50 %.1f ms\tp99 %.1f ms\t\n", res.ToRelayP50ms, res.ToRelayP99ms)
+		fmt.Fprintf(tw, "  relay produce to result\tp50 %.1f ms\tp99 %.1f ms\t\n", res.RelayToP50ms, res.RelayToP99ms)
+		stageLine("writer batches, latency", res.Latency)
 	}
 	fmt.Fprintf(tw, "machine\t%d CPUs\t%s/%s\t\n", res.CPUs, runtime.GOOS, runtime.GOARCH)
 	return tw.Flush()
@@ -253,18 +342,24 @@ func dropSchema(dsn, schema string) {
 // resultWatcher counts results and wakes waiters.
 type resultWatcher struct {
 	mu      sync.Mutex
-	waiting map[uuid.UUID]chan struct{}
+	waiting map[uuid.UUID]chan arrival
 	n       atomic.Int64
 }
 
-func newResultWatcher() *resultWatcher {
-	return &resultWatcher{waiting: make(map[uuid.UUID]chan struct{})}
+// arrival is when a result was consumed, and when the relay produced it (the
+// record's timestamp).
+type arrival struct {
+	at, produced time.Time
 }
 
-func (r *resultWatcher) expect(id uuid.UUID) <-chan struct{} {
+func newResultWatcher() *resultWatcher {
+	return &resultWatcher{waiting: make(map[uuid.UUID]chan arrival)}
+}
+
+func (r *resultWatcher) expect(id uuid.UUID) <-chan arrival {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ch := make(chan struct{})
+	ch := make(chan arrival, 1)
 	r.waiting[id] = ch
 	return ch
 }
@@ -273,19 +368,19 @@ func (r *resultWatcher) done() int64 { return r.n.Load() }
 
 func (r *resultWatcher) consume(ctx context.Context, cl *kgo.Client) {
 	for ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(rec *kgo.Record) {
-			var res struct {
-				CommandID uuid.UUID `json:"command_id"`
-			}
-			if json.Unmarshal(rec.Value, &res) != nil {
+		fetches := cl.PollFetches(ctx)
+		now := time.Now()
+		fetches.EachRecord(func(rec *kgo.Record) {
+			id, err := kafka.ResultCommandID(rec.Value)
+			if err != nil {
 				return
 			}
 			r.mu.Lock()
-			ch, ok := r.waiting[res.CommandID]
-			delete(r.waiting, res.CommandID)
+			ch, ok := r.waiting[id]
+			delete(r.waiting, id)
 			r.mu.Unlock()
 			if ok {
-				close(ch)
+				ch <- arrival{at: now, produced: rec.Timestamp}
 				r.n.Add(1)
 			}
 		})

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -34,6 +35,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 		cache    int
 		snapN    int64
 		maxCmd   int
+		session  time.Duration
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -46,10 +48,15 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
 	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
 	fs.IntVar(&maxCmd, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
+	fs.DurationVar(&session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent writer before giving its partitions to another ("+
+		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	if err := checkSessionTimeout(session); err != nil {
 		return UsageError{err}
 	}
 	if maxCmd < 256 || maxCmd > 64<<20 {
@@ -72,6 +79,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
 		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd,
+		SessionTimeout: session,
 	})
 	if err != nil {
 		return err
@@ -85,4 +93,22 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	err = g.Wait()
 	log.Info("writer stopped")
 	return err
+}
+
+// Default and bounds of -session-timeout (DefaultSessionTimeout is
+// franz-go's default). Kafka's default group.min.session.timeout.ms is
+// 6s and its group.max.session.timeout.ms 30m; a broker configured otherwise
+// rejects a value outside its own bounds when the writer joins.
+const (
+	DefaultSessionTimeout = 45 * time.Second
+	MinSessionTimeout     = time.Second
+	MaxSessionTimeout     = 30 * time.Minute
+)
+
+// checkSessionTimeout checks a -session-timeout value.
+func checkSessionTimeout(d time.Duration) error {
+	if d < MinSessionTimeout || d > MaxSessionTimeout {
+		return fmt.Errorf("-session-timeout must be from %s to %s, got %s", MinSessionTimeout, MaxSessionTimeout, d)
+	}
+	return nil
 }

@@ -239,20 +239,16 @@ func TestBadInput(t *testing.T) {
 // eventlog.dead-letters as the wire contract says: "unchanged, with headers
 // saying why and where it came from".
 //
-// Bug it catches, and shows at the time of writing: the writer stores the
-// dead letter with the original bytes, but the relay's producer limit
-// (kgo.ProducerBatchMaxBytes, franz-go's default 1,000,012 bytes, which
-// RelayClientOptions does not raise) is below the size of any record the
-// writer dead-letters for size, so the relay re-routes it as an item it
-// "cannot route": the value is dropped, the key becomes the outbox item's
-// sequence id, the error header becomes the relay's
-// ("record ... larger than the producer's limit") instead of the writer's,
-// and source-topic/partition/offset name the outbox item (topic
-// "eventlog.DeadLetter", partition 0, its notification id) instead of the
-// command record.
+// Bug it catches: a relay that bounds records by a fixed producer limit
+// (franz-go's 1,000,012 bytes, or Kafka's default message.max.bytes) rather
+// than the topic's max.message.bytes. The writer stores the dead letter with
+// the original bytes, but such a relay re-routes it as an item it "cannot
+// route": the value is dropped, the key becomes the outbox item's sequence
+// id, the error header becomes the relay's ("record ... larger than the
+// ... limit") instead of the writer's, and source-topic/partition/offset name
+// the outbox item (topic "eventlog.DeadLetter", partition 0, its notification
+// id) instead of the command record.
 func TestOversizedCommandDeadLetter(t *testing.T) {
-	t.Skip("known gap: the relay's producer limit is Kafka's default message.max.bytes (1,048,588), " +
-		"so the dead letter of a command larger than that loses its value; learning the topic's limit from the broker is to do")
 	t.Parallel()
 	st := sqliteStore(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

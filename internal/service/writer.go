@@ -72,6 +72,17 @@ type WriterConfig struct {
 	// MaxCommandSize bounds an encoded command; larger records are
 	// dead-lettered. It overrides wire.MaxCommandSize.
 	MaxCommandSize int
+	// SessionTimeout, if set, overrides franz-go's consumer-group session
+	// timeout (45s): how long the group waits for a silent writer before it
+	// hands the writer's partitions to another.
+	SessionTimeout time.Duration
+	// Pipeline decides each batch of commands while the transaction of the
+	// one before commits (command.WriterConfig.Pipeline).
+	Pipeline bool
+	// OnBatch, if set, is called after every batch of commands the writer
+	// handles, with its statistics (see command.WriterConfig.OnBatch). It must
+	// not block.
+	OnBatch func(command.BatchStats)
 }
 
 // Writer is the writer service: it consumes commands, appends their events, and
@@ -110,19 +121,32 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	mapper := events.NewMapper(reg.Events(), cfg.MapperOptions...)
 	w := &Writer{cfg: cfg, registry: reg}
 
-	var onBatch func(command.BatchStats)
+	onBatch := cfg.OnBatch
 	if cfg.Metrics != nil {
-		onBatch = metrics.Writer(cfg.Metrics, func() command.Stats { return w.writer.Stats() })
+		record := metrics.Writer(cfg.Metrics, func() command.Stats { return w.writer.Stats() })
+		if extra := cfg.OnBatch; extra != nil {
+			onBatch = func(st command.BatchStats) { record(st); extra(st) }
+		} else {
+			onBatch = record
+		}
 	}
 	var err error
 	w.writer, err = command.NewWriter(cfg.Backend.Recorder, reg, mapper, command.WriterConfig{
 		CacheSize: cfg.CacheSize, Snapshots: cfg.Backend.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
 		MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
+		// The consumer calls HandleBatch from one goroutine, and Run
+		// flushes after it.
+		Pipeline: cfg.Pipeline,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The relay learns each destination topic's max.message.bytes, so that a
+	// topic configured for large records (the dead letters of oversized
+	// commands, say) gets them whole.
+	limits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
 	clientOpts := append(append([]kgo.Opt{}, cfg.Kafka.ClientOptions...), kafka.RelayClientOptions()...)
+	clientOpts = append(clientOpts, limits.ClientOption())
 	w.client, err = kgo.NewClient(clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
@@ -135,7 +159,8 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
-		ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
+		ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: heartbeat(cfg.SessionTimeout),
+		Logger: cfg.Log,
 	}, w.writer, w.writer)
 	if err != nil {
 		w.client.Close()
@@ -143,7 +168,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	if !cfg.NoRelay {
 		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
-			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm,
+			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: limits,
 			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
 		})
 		if err != nil {
@@ -176,7 +201,35 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 func (w *Writer) Run(ctx context.Context) error {
 	defer w.client.Close()
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.consumer.Run(ctx) })
+	g.Go(func() error {
+		err := w.consumer.Run(ctx)
+		// The last batch's transaction may still run: wait for it, so that a
+		// clean stop leaves nothing to consume again.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
+		defer cancel()
+		if ferr := w.writer.Flush(fctx); ferr != nil {
+			w.cfg.Log.Warn("writer: the last batch of commands is not stored; it will be consumed again", "error", ferr)
+		}
+		return err
+	})
+	if w.cfg.Pipeline {
+		g.Go(func() error {
+			// A batch whose transaction failed is retried by the next batch;
+			// while no records come, it is retried here.
+			t := time.NewTicker(FlushInterval)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if err := w.writer.Flush(ctx); err != nil && ctx.Err() == nil {
+						w.cfg.Log.Warn("writer: a batch of commands is not stored yet; retrying", "error", err)
+					}
+				}
+			}
+		})
+	}
 	if w.relay != nil {
 		g.Go(func() error { return w.relay.Run(ctx) })
 	}
@@ -210,6 +263,36 @@ func (w *Writer) API(s *httpapi.Server) {
 		return nil
 	})
 }
+
+// ConsumerFetchMaxWait bounds how long the broker holds the writer's fetch
+// when there is nothing to return. With franz-go's default of 5s, commands at
+// a low rate were seen waiting seconds for their fetch (on kfake); a short
+// wait bounds that, at the cost of an empty fetch per interval while idle.
+const ConsumerFetchMaxWait = 100 * time.Millisecond
+
+// consumerOptions returns the writer consumer's client options: the
+// connection options and a shorter fetch wait.
+func consumerOptions(conn []kgo.Opt) []kgo.Opt {
+	return append(append([]kgo.Opt{}, conn...), kgo.FetchMaxWait(ConsumerFetchMaxWait))
+}
+
+// heartbeat returns the heartbeat interval for a session timeout: franz-go's
+// default (3s, returned as 0) unless that leaves fewer than three heartbeats
+// per session.
+func heartbeat(session time.Duration) time.Duration {
+	if session > 0 && session < 9*time.Second {
+		return session / 3
+	}
+	return 0
+}
+
+// FlushTimeout bounds how long a stopping writer waits for its last batch,
+// and FlushInterval is how often an idle writer retries a batch whose
+// transaction failed.
+const (
+	FlushTimeout  = 30 * time.Second
+	FlushInterval = time.Second
+)
 
 // StartTimeout bounds how long a service waits for Kafka at start.
 const StartTimeout = 20 * time.Second

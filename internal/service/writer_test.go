@@ -81,13 +81,17 @@ func (a api) command(typ string, id uuid.UUID, data any) map[string]any {
 }
 
 // runWriter starts a writer service and an HTTP server for its API.
-func runWriter(t *testing.T, b service.Backend, k []kgo.Opt) api {
+func runWriter(t *testing.T, b service.Backend, k []kgo.Opt, tune ...func(*service.WriterConfig)) api {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := service.NewWriter(ctx, service.WriterConfig{
+	cfg := service.WriterConfig{
 		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
 		Entities: []string{"example"}, Log: quietLog(),
-	})
+	}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	w, err := service.NewWriter(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,10 +111,19 @@ func runWriter(t *testing.T, b service.Backend, k []kgo.Opt) api {
 }
 
 // The stand-alone example, end to end through Kafka: create, update, get, time
-// travel, discard, and the entity is gone.
+// travel, discard, and the entity is gone; also with each batch decided while
+// the one before commits, and a session timeout below franz-go's heartbeat
+// default.
 func TestSeedScenarioThroughKafka(t *testing.T) {
+	t.Run("serial", func(t *testing.T) { seedScenario(t) })
+	t.Run("pipelined", func(t *testing.T) {
+		seedScenario(t, func(c *service.WriterConfig) { c.Pipeline, c.SessionTimeout = true, 6*time.Second })
+	})
+}
+
+func seedScenario(t *testing.T, tune ...func(*service.WriterConfig)) {
 	k := startBroker(t)
-	a := runWriter(t, sqliteBackend(t), k)
+	a := runWriter(t, sqliteBackend(t), k, tune...)
 	id := uuid.New()
 
 	res := a.command("create", id, map[string]any{"foo": "bar"})
