@@ -11,6 +11,7 @@ import (
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -35,6 +36,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 		cache    int
 		snapN    int64
 		maxCmd   int
+		limits   entity.Limits
 		session  time.Duration
 	)
 	k.register(fs, "127.0.0.1:9092")
@@ -48,6 +50,8 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
 	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
 	fs.IntVar(&maxCmd, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
+	fs.IntVar(&limits.MaxAttributes, "max-attributes", entity.MaxAttributes, "most attributes one create or update may set; more makes the command invalid")
+	fs.IntVar(&limits.MaxValueBytes, "max-attribute-bytes", entity.MaxValueBytes, "largest JSON value of one attribute, in bytes; larger makes the command invalid")
 	fs.DurationVar(&session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent writer before giving its partitions to another ("+
 		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
 	if err := parse(fs, args, env); err != nil {
@@ -62,6 +66,9 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	if maxCmd < 256 || maxCmd > 64<<20 {
 		return UsageError{fmt.Errorf("-max-command-bytes must be from 256 to %d, got %d", 64<<20, maxCmd)}
 	}
+	if limits.MaxAttributes < 1 || limits.MaxValueBytes < 1 {
+		return UsageError{fmt.Errorf("-max-attributes and -max-attribute-bytes must be at least 1, got %d and %d", limits.MaxAttributes, limits.MaxValueBytes)}
+	}
 	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
 		return err
@@ -72,13 +79,16 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	if err := c.bindStore(backend.Recorder); err != nil {
+		return err
+	}
 	if err := k.ping(ctx); err != nil {
 		return err
 	}
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
-		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd,
+		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd, EntityLimits: limits,
 		SessionTimeout: session,
 	})
 	if err != nil {

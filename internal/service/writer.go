@@ -18,6 +18,7 @@ import (
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/pkg/command"
+	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/store"
@@ -72,6 +73,9 @@ type WriterConfig struct {
 	// MaxCommandSize bounds an encoded command; larger records are
 	// dead-lettered. It overrides wire.MaxCommandSize.
 	MaxCommandSize int
+	// EntityLimits bound the attributes of one create or update (zero
+	// fields: entity.DefaultLimits).
+	EntityLimits entity.Limits
 	// SessionTimeout, if set, overrides franz-go's consumer-group session
 	// timeout (45s): how long the group waits for a silent writer before it
 	// hands the writer's partitions to another.
@@ -114,7 +118,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	reg := command.NewRegistry(events.NewRegistry())
 	for _, typ := range cfg.Entities {
-		if err := command.RegisterEntity(reg, typ); err != nil {
+		if err := command.RegisterEntityLimits(reg, typ, cfg.EntityLimits); err != nil {
 			return nil, fmt.Errorf("entity type %q: %w", typ, err)
 		}
 	}

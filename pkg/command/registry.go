@@ -176,6 +176,16 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 // attributes, an object), update (data: the attributes to set, one
 // AttributeChanged event each, in name order) and discard (no data).
 func RegisterEntity(r *Registry, entityType string) error {
+	return RegisterEntityLimits(r, entityType, entity.DefaultLimits)
+}
+
+// RegisterEntityLimits is RegisterEntity with the input limits of create and
+// update: a command over one is invalid, its error naming the limit
+// (*entity.LimitError).
+func RegisterEntityLimits(r *Registry, entityType string, limits entity.Limits) error {
+	if err := limits.Validate(); err != nil {
+		return fmt.Errorf("command: %w", err)
+	}
 	if r.has(entityType) {
 		return fmt.Errorf("command: entity type %q registered twice", entityType)
 	}
@@ -183,13 +193,13 @@ func RegisterEntity(r *Registry, entityType string) error {
 		return fmt.Errorf("command: %w", err)
 	}
 	return Register(r, entityType, func() *entity.Entity { return entity.New(entityType) }, map[string]Handler[*entity.Entity]{
-		wire.TypeCreate:  createEntity,
-		wire.TypeUpdate:  updateEntity,
+		wire.TypeCreate:  func(ctx context.Context, e *entity.Entity, cmd wire.Command) error { return createEntity(ctx, e, cmd, limits) },
+		wire.TypeUpdate:  func(ctx context.Context, e *entity.Entity, cmd wire.Command) error { return updateEntity(ctx, e, cmd, limits) },
 		wire.TypeDiscard: discardEntity,
 	})
 }
 
-func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {
+func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command, limits entity.Limits) error {
 	if e.Version() > 0 {
 		return fmt.Errorf("%w: %s %s", ErrExists, cmd.Entity, cmd.EntityID)
 	}
@@ -199,7 +209,7 @@ func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {
 			return err
 		}
 	}
-	created, err := entity.Create(cmd.Entity, cmd.EntityID, attrs)
+	created, err := limits.Create(cmd.Entity, cmd.EntityID, attrs)
 	if err != nil {
 		return err
 	}
@@ -207,7 +217,7 @@ func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {
 	return nil
 }
 
-func updateEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {
+func updateEntity(_ context.Context, e *entity.Entity, cmd wire.Command, limits entity.Limits) error {
 	if e.Version() == 0 {
 		return fmt.Errorf("%w: %s %s", ErrNotExist, cmd.Entity, cmd.EntityID)
 	}
@@ -215,7 +225,7 @@ func updateEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {
 	if err := DecodeData(cmd, &attrs); err != nil {
 		return err
 	}
-	return e.Update(attrs)
+	return limits.Update(e, attrs)
 }
 
 func discardEntity(_ context.Context, e *entity.Entity, cmd wire.Command) error {

@@ -929,7 +929,7 @@ func (w *Writer) fromStore(ctx context.Context, wk *working, last lookup) error 
 	case errors.Is(err, store.ErrNotFound):
 		// The repository hides discarded aggregates; the writer needs their version.
 		wk.setAgg(discarded(k, id, last.item.Position+1))
-	case errors.Is(err, events.ErrUnknownTopic), errors.Is(err, events.ErrVersion), errors.Is(err, events.ErrDiscarded):
+	case errors.Is(err, events.ErrUnknownTopic), errors.Is(err, events.ErrVersion), errors.Is(err, events.ErrDiscarded), errors.Is(err, events.ErrForgotten):
 		wk.reject = replayError(k, id, err)
 	default:
 		return fmt.Errorf("load %s %s: %w", k.name, id, err)
@@ -955,7 +955,7 @@ func (w *Writer) replay(wk *working, items []store.SequencedItem) error {
 		e, err := w.mapper.FromItem(it)
 		if err != nil {
 			err = fmt.Errorf("store: sequence %s: %w", id, err) // as store.EventStore.Get says it
-			if errors.Is(err, events.ErrUnknownTopic) {
+			if errors.Is(err, events.ErrUnknownTopic) || errors.Is(err, events.ErrForgotten) {
 				wk.reject = replayError(k, id, err)
 				return nil
 			}
@@ -963,7 +963,7 @@ func (w *Writer) replay(wk *working, items []store.SequencedItem) error {
 		}
 		if err := events.Apply(agg, e); err != nil {
 			err = fmt.Errorf("store: replay %s: %w", id, err) // as store.Repository says it
-			if errors.Is(err, events.ErrVersion) || errors.Is(err, events.ErrDiscarded) {
+			if errors.Is(err, events.ErrVersion) || errors.Is(err, events.ErrDiscarded) || errors.Is(err, events.ErrForgotten) {
 				wk.reject = replayError(k, id, err)
 				return nil
 			}
