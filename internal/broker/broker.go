@@ -105,4 +105,3 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	return &Broker{Cluster: c, groups: groups}, nil
 }
-

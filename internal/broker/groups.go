@@ -46,7 +46,7 @@ type Groups struct {
 	session time.Duration
 	log     *slog.Logger
 
-	cl      *kgo.Client
+	cl *kgo.Client
 
 	mu   sync.Mutex
 	seen map[memberKey]*memberSeen
