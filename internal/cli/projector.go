@@ -52,6 +52,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 		l                         logFlags
 		entities                  = config.List{"example"}
 		httpAddr, group, policies string
+		consumers                 int
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -65,8 +66,12 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (read models, projections, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
 	fs.StringVar(&policies, "read-model", "on", "keep the read model: on or off")
+	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 2 with PostgreSQL, 1 with SQLite)")
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	if consumers < 0 || consumers > 64 {
+		return UsageError{fmt.Errorf("-consumers must be from 0 to 64, got %d", consumers)}
 	}
 	if err := k.check(); err != nil {
 		return UsageError{err}
@@ -91,7 +96,14 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	if err := k.ping(ctx); err != nil {
 		return err
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log}
+	if consumers == 0 {
+		// SQLite has one writer at a time: a second consumer would only wait.
+		consumers = 1
+		if _, ok := backend.Recorder.(*postgres.Recorder); ok {
+			consumers = 2
+		}
+	}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)
