@@ -23,11 +23,11 @@ import (
 // creates an entity or sets an attribute of one, picked at random, as the
 // relay would publish them on one partition.
 type eventSource struct {
-	rng     *rand.Rand
-	mapper  *events.Mapper
-	ids     []uuid.UUID
-	next    []int64 // next position of each entity
-	offset  int64
+	rng       *rand.Rand
+	mapper    *events.Mapper
+	ids       []uuid.UUID
+	next      []int64 // next position of each entity
+	offset    int64
 	clock     time.Time
 	nextNID   int64
 	partition int32
