@@ -93,6 +93,9 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	if err := c.bindStore(backend.Recorder); err != nil {
+		return err
+	}
 	if err := k.ping(ctx); err != nil {
 		return err
 	}

@@ -332,7 +332,8 @@ func (p *Projector) API(s *httpapi.Server) {
 		if prev != nil {
 			prev(mux)
 		}
-		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() }}
+		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() },
+			Forgotten: httpapi.ForgottenIn(p.cfg.Backend.Recorder)}
 		if p.cfg.ReadModel != nil {
 			rm.Model = p.cfg.ReadModel
 		}
