@@ -32,8 +32,21 @@ type Config struct {
 	Log    *slog.Logger
 }
 
-// Start starts the broker. Close the cluster to stop it.
-func Start(cfg Config) (*kfake.Cluster, error) {
+// A Broker is a running embedded broker: the kfake cluster, and the watch on
+// its consumer groups that makes them behave as Kafka's do (see WatchGroups).
+type Broker struct {
+	*kfake.Cluster
+	groups *Groups
+}
+
+// Close stops the broker.
+func (b *Broker) Close() {
+	b.groups.Close()
+	b.Cluster.Close()
+}
+
+// Start starts the broker. Close it to stop it.
+func Start(cfg Config) (*Broker, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:9092"
 	}
@@ -82,8 +95,13 @@ func Start(cfg Config) (*kfake.Cluster, error) {
 		ln.Close()
 		return nil, fmt.Errorf("embedded broker: %v", err)
 	}
+	groups, err := WatchGroups(c, 0, cfg.Log)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("embedded broker: %v", err)
+	}
 	if cfg.Log != nil {
 		cfg.Log.Info("embedded broker listening", "addr", c.ListenAddrs()[0], "data_dir", cfg.DataDir)
 	}
-	return c, nil
+	return &Broker{Cluster: c, groups: groups}, nil
 }

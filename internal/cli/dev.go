@@ -67,6 +67,9 @@ func runDev(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	if err := c.bindStore(backend.Recorder); err != nil {
+		return err
+	}
 	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: partitions, replication: -1}
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{

@@ -53,6 +53,9 @@ func Rebuild(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer rec.Close()
+	if err := c.bindStore(rec); err != nil {
+		return err
+	}
 	reg := events.NewRegistry()
 	for _, typ := range entities {
 		if err := entity.Register(reg, typ); err != nil {

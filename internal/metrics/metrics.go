@@ -15,6 +15,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/command"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection"
+	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // New returns a registry with the Go runtime and process collectors.
@@ -110,14 +111,28 @@ func Since(t time.Time) float64 {
 	return time.Since(t).Seconds()
 }
 
-// Projection registers a projection runner's metrics.
-func Projection(r prometheus.Registerer, name string, stats func() projection.Stats) {
+// Projection registers a projection runner's metrics. The function it
+// returns observes a committed batch: the latency of each record, from its
+// timestamp (when its event was made) to the commit at.
+func Projection(r prometheus.Registerer, name string, stats func() projection.Stats) func(records []wire.Record, at time.Time) {
 	l := prometheus.Labels{"projection": name}
 	counter(r, "eventlog_projection_applied_total", "Events applied to the policy.", l, func() float64 { return float64(stats().Applied) })
 	counter(r, "eventlog_projection_duplicates_total", "Events skipped by the position guard (already applied).", l, func() float64 { return float64(stats().Duplicates) })
 	counter(r, "eventlog_projection_repaired_total", "Events read from the store to fill gaps.", l, func() float64 { return float64(stats().Repaired) })
 	counter(r, "eventlog_projection_dead_letters_total", "Poison events dead-lettered.", l, func() float64 { return float64(stats().DeadLetters) })
 	counter(r, "eventlog_projection_batches_total", "Batches committed.", l, func() float64 { return float64(stats().Batches) })
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "eventlog_projection_event_latency_seconds", Help: "From an event's timestamp to the commit of its batch.",
+		ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	})
+	r.MustRegister(latency)
+	return func(records []wire.Record, at time.Time) {
+		for i := range records {
+			if ts := records[i].Timestamp; !ts.IsZero() {
+				latency.Observe(at.Sub(ts).Seconds())
+			}
+		}
+	}
 }
 
 // PartitionLag is one projection's lag on one partition.

@@ -23,6 +23,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/readmodel"
+	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // A ReadModel keeps the generic entity's state queryable (pgreadmodel, or the
@@ -48,6 +49,14 @@ type ProjectorConfig struct {
 	// Group prefixes the consumer groups (default "eventlog-projector").
 	Group         string
 	MapperOptions []events.MapperOption
+	// Consumers is the number of consumer-group members each projection runs
+	// in this process, each with a Kafka client of its own, so that batches
+	// of different partitions are applied at once (each member still applies
+	// its partitions in order, one batch at a time). Default 1.
+	Consumers int
+	// Committed, if set, is called after each batch of records a projection
+	// committed, with the time of the commit, from the consumer's goroutine.
+	Committed func(projection string, records []wire.Record, at time.Time)
 	// StallAfter makes /readyz fail when a partition has lag and no progress
 	// for this long (default 60s).
 	StallAfter time.Duration
@@ -56,8 +65,22 @@ type ProjectorConfig struct {
 }
 
 type projectionRun struct {
-	runner   *projection.Runner
-	consumer *kafka.Consumer
+	runner    *projection.Runner
+	consumers []*kafka.Consumer
+}
+
+// consumerStats sums the stats of the run's consumers.
+func (r projectionRun) consumerStats() kafka.ConsumerStats {
+	var sum kafka.ConsumerStats
+	for _, c := range r.consumers {
+		s := c.Stats()
+		sum.Batches += s.Batches
+		sum.Records += s.Records
+		sum.Retries += s.Retries
+		sum.Conflicts += s.Conflicts
+		sum.Rewinds += s.Rewinds
+	}
+	return sum
 }
 
 // Projector is the projector service.
@@ -99,6 +122,9 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = time.Minute
 	}
+	if cfg.Consumers <= 0 {
+		cfg.Consumers = 1
+	}
 	if len(cfg.Entities) == 0 {
 		return nil, errors.New("no entity types: name at least one (--entities example)")
 	}
@@ -133,17 +159,38 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		if err != nil {
 			return err
 		}
-		c, err := kafka.NewConsumer(kafka.ConsumerConfig{
-			Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
-		}, r, r)
-		if err != nil {
-			return err
-		}
-		p.runs = append(p.runs, projectionRun{runner: r, consumer: c})
+		run := projectionRun{runner: r}
+		var observe []func([]wire.Record, time.Time)
 		if cfg.Metrics != nil {
-			metrics.Consumer(cfg.Metrics, "projector", name, c.Stats)
-			metrics.Projection(cfg.Metrics, name, r.Stats)
+			metrics.Consumer(cfg.Metrics, "projector", name, run.consumerStats)
+			observe = append(observe, metrics.Projection(cfg.Metrics, name, r.Stats))
 		}
+		if cfg.Committed != nil {
+			observe = append(observe, func(recs []wire.Record, at time.Time) { cfg.Committed(name, recs, at) })
+		}
+		var h kafka.BatchHandler = r
+		if len(observe) > 0 {
+			h = kafka.BatchHandlerFunc(func(ctx context.Context, recs []wire.Record) error {
+				if err := r.HandleBatch(ctx, recs); err != nil {
+					return err
+				}
+				at := time.Now()
+				for _, f := range observe {
+					f(recs, at)
+				}
+				return nil
+			})
+		}
+		for range cfg.Consumers {
+			c, err := kafka.NewConsumer(kafka.ConsumerConfig{
+				Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
+			}, h, r)
+			if err != nil {
+				return err
+			}
+			run.consumers = append(run.consumers, c)
+		}
+		p.runs = append(p.runs, run)
 		return nil
 	}
 	if cfg.ReadModel != nil {
@@ -175,7 +222,9 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer p.client.Close()
 	g, ctx := errgroup.WithContext(ctx)
 	for _, r := range p.runs {
-		g.Go(func() error { return r.consumer.Run(ctx) })
+		for _, c := range r.consumers {
+			g.Go(func() error { return c.Run(ctx) })
+		}
 	}
 	g.Go(func() error {
 		t := time.NewTicker(2 * time.Second)
@@ -283,7 +332,8 @@ func (p *Projector) API(s *httpapi.Server) {
 		if prev != nil {
 			prev(mux)
 		}
-		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() }}
+		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() },
+			Forgotten: httpapi.ForgottenIn(p.cfg.Backend.Recorder)}
 		if p.cfg.ReadModel != nil {
 			rm.Model = p.cfg.ReadModel
 		}

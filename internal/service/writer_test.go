@@ -27,7 +27,7 @@ import (
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // startBroker starts an in-process Kafka-protocol broker.
-func startBroker(t *testing.T) []kgo.Opt {
+func startBroker(t testing.TB) []kgo.Opt {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
 	if err != nil {

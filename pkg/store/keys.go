@@ -50,6 +50,27 @@ type KeyRecorder interface {
 	Forget(ctx context.Context, seq uuid.UUID) (int64, error)
 }
 
+// ForgetIn is KeyRecorder.Forget for backends: in one transaction of db it
+// runs ForgetTx and then drop, the backend's deletion of the key and the
+// snapshots, and returns the tombstone's position.
+func ForgetIn(ctx context.Context, db interface {
+	InTx(context.Context, func(Tx) error) error
+}, seq uuid.UUID, drop func(Tx) error) (int64, error) {
+	var pos int64
+	err := db.InTx(ctx, func(tx Tx) error {
+		p, _, err := ForgetTx(ctx, tx, seq, time.Now())
+		if err != nil {
+			return err
+		}
+		pos = p
+		return drop(tx)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos, nil
+}
+
 // ForgetTx is the backend-independent part of KeyRecorder.Forget, for
 // backends: inside tx it reads seq's last item and, unless it is a tombstone
 // already, appends the tombstone after it (stamped now). already reports a

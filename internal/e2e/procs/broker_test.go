@@ -231,7 +231,7 @@ func TestSeparateProcesses(t *testing.T) {
 // lead with a nil context, which panics (nil pointer dereference).
 func TestTwoRelayWritersOnOneStore(t *testing.T) {
 	pg := newPG(t)
-	b := newBroker(t, 0, 0)
+	b := newBroker(t, 0)
 	ps := newProcSet(t)
 	var ws []*proc
 	var addrs []string

@@ -25,12 +25,14 @@
 //     and TestTrackingConflictReportsStoredPosition show bugs found on the
 //     way (see their comments); they fail until the bugs are fixed.
 //
-// The programs have no flag for the consumer group session timeout (franz-go's
-// default, 45s, applies), so a SIGKILLed or SIGSTOPped member keeps its
-// partitions for 45s. Where a test runs the broker itself (kfake, in the test
-// process), the broker rewrites every JoinGroup request to a session timeout
-// of a few seconds (kfake's ControlKey), with the programs unchanged; against
-// `eventlog broker` the test waits the 45s out.
+// The programs run with franz-go's consumer group session timeout (45s), so
+// a SIGKILLed or SIGSTOPped member keeps its partitions for 45s. Where a test
+// runs the broker itself (kfake, in the test process), the broker rewrites
+// every JoinGroup request to a session timeout of a few seconds (kfake's
+// ControlKey), with the programs unchanged; against `eventlog broker` the
+// test waits the 45s out. Either way the broker's groups are watched by
+// internal/broker's Groups, which mends two ways kfake's group coordinator
+// differs from Kafka's when a member dies.
 //
 // Tests that need PostgreSQL get a schema of their own from internal/pgtest
 // (EVENTLOG_TEST_POSTGRES_DSN; they skip without it, or fail with

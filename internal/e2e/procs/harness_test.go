@@ -25,8 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
+	ebroker "github.com/eventlog/eventlog/internal/broker"
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
@@ -73,12 +73,12 @@ type broker struct {
 }
 
 // newBroker starts a broker. A positive session timeout overrides the one
-// every group member asks for when it joins (franz-go's default is 45s, and
-// the programs have no flag for it), and the rebalance timeout with it, so
+// every group member asks for when it joins (franz-go's default is 45s), so
 // that a member that was SIGKILLed or SIGSTOPped leaves its group within
 // seconds: the broker side of a short session timeout, with the programs
-// unchanged.
-func newBroker(t testing.TB, session, rebalance time.Duration) *broker {
+// unchanged. The broker's groups are watched as the embedded broker's are
+// (see broker.Groups), so that they behave as Kafka's do when a member dies.
+func newBroker(t testing.TB, session time.Duration) *broker {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions),
 		kfake.GroupMinSessionTimeout(500*time.Millisecond))
@@ -86,14 +86,11 @@ func newBroker(t testing.TB, session, rebalance time.Duration) *broker {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	if session > 0 {
-		c.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
-			j := req.(*kmsg.JoinGroupRequest)
-			j.SessionTimeoutMillis = int32(session.Milliseconds())
-			j.RebalanceTimeoutMillis = int32(rebalance.Milliseconds())
-			return nil, nil, false // not handled: the broker handles the changed request
-		})
+	g, err := ebroker.WatchGroups(c, session, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(g.Close) // before c.Close
 	b := &broker{c: c, addr: c.ListenAddrs()[0]}
 	b.createTopics(t, kafka.TopicNames(topics, "example")...)
 	return b

@@ -46,7 +46,7 @@ func TestProjectorKeepsApplyingDuringRebalance(t *testing.T) {
 	pg := newPG(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	b := newBroker(t, 0, 0) // franz-go's session timeout: 45s
+	b := newBroker(t, 0) // franz-go's session timeout: 45s
 	startWriter(t, b, pg, e2etest.Log(t, slog.LevelError))
 	ps := newProcSet(t)
 	start := func(name string) (*proc, string) {

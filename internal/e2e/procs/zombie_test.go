@@ -73,7 +73,7 @@ func zombieTest(t *testing.T, insideTx bool) {
 	pg := newPG(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	b := newBroker(t, 0, 0)
+	b := newBroker(t, 0)
 	adm := kadm.NewClient(b.client(t))
 	log := e2etest.Log(t, slog.LevelWarn)
 	startWriter(t, b, pg, log)

@@ -23,13 +23,14 @@ import (
 // creates an entity or sets an attribute of one, picked at random, as the
 // relay would publish them on one partition.
 type eventSource struct {
-	rng     *rand.Rand
-	mapper  *events.Mapper
-	ids     []uuid.UUID
-	next    []int64 // next position of each entity
-	offset  int64
-	clock   time.Time
-	nextNID int64
+	rng       *rand.Rand
+	mapper    *events.Mapper
+	ids       []uuid.UUID
+	next      []int64 // next position of each entity
+	offset    int64
+	clock     time.Time
+	nextNID   int64
+	partition int32
 }
 
 func newEventSource(mapper *events.Mapper, entities int) *eventSource {
@@ -78,7 +79,7 @@ func (s *eventSource) event(b *testing.B, k int) wire.Record {
 	}
 	s.next[k]++
 	s.nextNID++
-	rec := projection.RecordOf(store.Notification{ID: s.nextNID, SequencedItem: it}, projtest.Topics.Events("example"), 0, s.offset)
+	rec := projection.RecordOf(store.Notification{ID: s.nextNID, SequencedItem: it}, projtest.Topics.Events("example"), s.partition, s.offset)
 	s.offset++
 	return rec
 }
@@ -129,6 +130,58 @@ func BenchmarkApply(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkApplyParallel measures what BenchmarkApply does with two runners
+// of one projection applying batches at once, on two partitions of
+// different entities, as two consumers of one projector do: "commands"
+// load, AsyncCommit, batches of 1,000. events/s counts both, over the wall
+// time.
+func BenchmarkApplyParallel(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("runners=%d", n), func(b *testing.B) {
+			e := newEnv(b)
+			rm, err := pgreadmodel.New(e.pool, pgreadmodel.Options{
+				Schema: e.schema, TablePrefix: "bench_", Types: projtest.Types, AsyncCommit: true,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := rm.Migrate(ctx(b)); err != nil {
+				b.Fatal(err)
+			}
+			r := e.runner(b, rm)
+			srcs := make([]*eventSource, n)
+			for i := range srcs {
+				srcs[i] = newEventSource(e.mapper, 20_000/n)
+				srcs[i].partition = int32(i)
+			}
+			ctx := b.Context()
+			var applied int
+			var busy time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				batches := make([][]wire.Record, n)
+				for i, src := range srcs {
+					batches[i] = src.batch(b, 1000, true)
+				}
+				b.StartTimer()
+				start := time.Now()
+				errs := make(chan error, n)
+				for _, recs := range batches {
+					go func() { errs <- r.HandleBatch(ctx, recs) }()
+				}
+				for range n {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				busy += time.Since(start)
+				applied += n * 1000
+			}
+			b.ReportMetric(float64(applied)/busy.Seconds(), "events/s")
+		})
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -58,19 +57,9 @@ func (r *Recorder) CreateDataKey(ctx context.Context, k store.WrappedKey) (store
 
 // Forget implements store.KeyRecorder.
 func (r *Recorder) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
-	var pos int64
-	err := r.InTx(ctx, func(t store.Tx) error {
-		p, _, err := store.ForgetTx(ctx, t, seq, time.Now())
-		if err != nil {
-			return err
-		}
-		pos = p
+	return store.ForgetIn(ctx, r, seq, func(t store.Tx) error {
 		tx := t.(*memTx)
 		tx.forgets = append(tx.forgets, seq)
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }

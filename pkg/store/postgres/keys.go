@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -62,15 +61,9 @@ func (r *Recorder) CreateDataKey(ctx context.Context, k store.WrappedKey) (store
 // the snapshots deleted. The old row version keeps the wrapped key on disk
 // until VACUUM reclaims it.
 func (r *Recorder) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
-	var pos int64
-	err := r.InTx(ctx, func(t store.Tx) error {
-		p, _, err := store.ForgetTx(ctx, t, seq, time.Now())
-		if err != nil {
-			return err
-		}
-		pos = p
+	return store.ForgetIn(ctx, r, seq, func(t store.Tx) error {
 		ptx, _ := PgxTx(t)
-		_, err = ptx.Exec(ctx, "INSERT INTO "+r.n.Keys+" AS k (seq_id, master_id, wrapped, forgotten_at) VALUES ($1, '', NULL, now())"+
+		_, err := ptx.Exec(ctx, "INSERT INTO "+r.n.Keys+" AS k (seq_id, master_id, wrapped, forgotten_at) VALUES ($1, '', NULL, now())"+
 			" ON CONFLICT (seq_id) DO UPDATE SET master_id = '', wrapped = NULL, forgotten_at = coalesce(k.forgotten_at, now())", pgUUID(seq))
 		if err != nil {
 			return fmt.Errorf("postgres: forget %s: delete data key: %w", seq, err)
@@ -80,8 +73,4 @@ func (r *Recorder) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }

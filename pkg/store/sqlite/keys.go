@@ -71,16 +71,10 @@ func (r *Recorder) CreateDataKey(ctx context.Context, k store.WrappedKey) (store
 // row's old bytes may stay in the file's free pages and the WAL until they
 // are reused, checkpointed and VACUUMed (or secure_delete is on).
 func (r *Recorder) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
-	var pos int64
-	err := r.InTx(ctx, func(t store.Tx) error {
-		p, _, err := store.ForgetTx(ctx, t, seq, time.Now())
-		if err != nil {
-			return err
-		}
-		pos = p
+	return store.ForgetIn(ctx, r, seq, func(t store.Tx) error {
 		tx := t.(*Tx)
 		now := time.Now().UTC().Format(time.RFC3339Nano)
-		_, err = tx.ExecContext(ctx, `INSERT INTO entity_keys (seq_id, master_id, wrapped, created_at, forgotten_at) VALUES (?, '', NULL, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO entity_keys (seq_id, master_id, wrapped, created_at, forgotten_at) VALUES (?, '', NULL, ?, ?)
 			ON CONFLICT (seq_id) DO UPDATE SET master_id = '', wrapped = NULL, forgotten_at = coalesce(forgotten_at, excluded.forgotten_at)`,
 			seq[:], now, now)
 		if err != nil {
@@ -91,8 +85,4 @@ func (r *Recorder) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
-	return pos, nil
 }
