@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -57,6 +58,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 		entities                  = config.List{"example"}
 		httpAddr, group, policies string
 		consumers                 int
+		session                   time.Duration
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -70,12 +72,17 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (read models, projections, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
 	fs.StringVar(&policies, "read-model", "on", "keep the read model: on or off")
-	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 2 with PostgreSQL, 1 with SQLite)")
+	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 4 with PostgreSQL, 1 with SQLite)")
+	fs.DurationVar(&session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent projector before giving its partitions to another ("+
+		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if consumers < 0 || consumers > 64 {
 		return UsageError{fmt.Errorf("-consumers must be from 0 to 64, got %d", consumers)}
+	}
+	if err := checkSessionTimeout(session); err != nil {
+		return UsageError{err}
 	}
 	if err := k.check(); err != nil {
 		return UsageError{err}
@@ -107,10 +114,10 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 		// SQLite has one writer at a time: a second consumer would only wait.
 		consumers = 1
 		if _, ok := backend.Recorder.(*postgres.Recorder); ok {
-			consumers = 2
+			consumers = 4 // the default partition count
 		}
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: session}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)

@@ -54,6 +54,10 @@ type ProjectorConfig struct {
 	// of different partitions are applied at once (each member still applies
 	// its partitions in order, one batch at a time). Default 1.
 	Consumers int
+	// SessionTimeout, if set, overrides franz-go's consumer-group session
+	// timeout (45s): how long the group waits for a silent projector before
+	// it hands the projector's partitions to another.
+	SessionTimeout time.Duration
 	// Committed, if set, is called after each batch of records a projection
 	// committed, with the time of the commit, from the consumer's goroutine.
 	Committed func(projection string, records []wire.Record, at time.Time)
@@ -183,7 +187,8 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		}
 		for range cfg.Consumers {
 			c, err := kafka.NewConsumer(kafka.ConsumerConfig{
-				Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log,
+				Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), Logger: cfg.Log,
+				SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: heartbeat(cfg.SessionTimeout),
 			}, h, r)
 			if err != nil {
 				return err

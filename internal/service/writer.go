@@ -268,14 +268,14 @@ func (w *Writer) API(s *httpapi.Server) {
 	})
 }
 
-// ConsumerFetchMaxWait bounds how long the broker holds the writer's fetch
-// when there is nothing to return. With franz-go's default of 5s, commands at
+// ConsumerFetchMaxWait bounds how long the broker holds a consumer's fetch
+// (the writer's and the projector's) when there is nothing to return. With franz-go's default of 5s, commands at
 // a low rate were seen waiting seconds for their fetch (on kfake); a short
 // wait bounds that, at the cost of an empty fetch per interval while idle.
 const ConsumerFetchMaxWait = 100 * time.Millisecond
 
-// consumerOptions returns the writer consumer's client options: the
-// connection options and a shorter fetch wait.
+// consumerOptions returns a consumer's client options: the connection
+// options and a shorter fetch wait.
 func consumerOptions(conn []kgo.Opt) []kgo.Opt {
 	return append(append([]kgo.Opt{}, conn...), kgo.FetchMaxWait(ConsumerFetchMaxWait))
 }
