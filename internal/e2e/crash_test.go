@@ -139,6 +139,9 @@ func crashTest(t *testing.T, st *testStore, entities, kills int) {
 	// The last life runs to completion and stops gracefully.
 	final := startProc(t, dir, "final", args(kills))
 	procs = append(procs, final)
+	// Its signal handler is in place once it says it started: a SIGTERM
+	// before that kills it (the earlier lives may have left it nothing to do).
+	final.waitLog(t, "writer started", time.Minute)
 	deadline := time.Now().Add(2 * time.Minute)
 	for countResults(ctx, st) < wl.total() {
 		if time.Now().After(deadline) || final.exited() {

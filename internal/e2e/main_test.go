@@ -79,6 +79,21 @@ func (p *proc) exited() bool {
 	}
 }
 
+// waitLog waits until the process's output has a line containing s, and
+// fails t if the process exits first or timeout passes.
+func (p *proc) waitLog(t testing.TB, s string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), s) {
+			return
+		}
+		if p.exited() {
+			t.Fatalf("the process exited before it logged %q:\n%s", s, p.tail(30))
+		}
+	}
+	t.Fatalf("the process did not log %q within %s:\n%s", s, timeout, p.tail(30))
+}
+
 // kill SIGKILLs the process and waits for it.
 func (p *proc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
