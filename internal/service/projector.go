@@ -166,7 +166,6 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		run := projectionRun{runner: r}
 		var observe []func([]wire.Record, time.Time)
 		if cfg.Metrics != nil {
-			metrics.Consumer(cfg.Metrics, "projector", name, run.consumerStats)
 			observe = append(observe, metrics.Projection(cfg.Metrics, name, r.Stats))
 		}
 		if cfg.Committed != nil {
@@ -196,6 +195,9 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 			run.consumers = append(run.consumers, c)
 		}
 		p.runs = append(p.runs, run)
+		if cfg.Metrics != nil {
+			metrics.Consumer(cfg.Metrics, "projector", name, run.consumerStats) // run has its consumers now
+		}
 		return nil
 	}
 	if cfg.ReadModel != nil {

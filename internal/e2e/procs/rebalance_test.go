@@ -51,7 +51,9 @@ func TestProjectorKeepsApplyingDuringRebalance(t *testing.T) {
 	ps := newProcSet(t)
 	start := func(name string) (*proc, string) {
 		addr := freeAddr(t)
-		p := ps.start(name, projectorArgs(b.addr, addr, pg.flags(appName(name)))...)
+		// One consumer a process, so that each process owns partitions
+		// (with four each, the group could give all four to one process).
+		p := ps.start(name, append(projectorArgs(b.addr, addr, pg.flags(appName(name))), "-consumers", "1")...)
 		waitReady(t, p, addr, time.Minute)
 		return p, addr
 	}
