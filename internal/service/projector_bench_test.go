@@ -22,7 +22,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
-// BenchmarkProjectorLatency runs a writer and a projector service (two
+// BenchmarkProjectorLatency runs a writer and a projector service (four
 // consumers) on PostgreSQL and an in-process kfake broker, produces create
 // commands at a fixed rate (2,000 a second, one event each;
 // EVENTLOG_BENCH_RATE overrides) for five seconds, and reports the p50 and p99
@@ -69,7 +69,7 @@ func BenchmarkProjectorLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	p, err := service.NewProjector(ctx, service.ProjectorConfig{
-		Backend: backend, Kafka: k, Entities: []string{"example"}, ReadModel: rm, Consumers: 2, Log: quietLog(),
+		Backend: backend, Kafka: k, Entities: []string{"example"}, ReadModel: rm, Consumers: 4, Log: quietLog(),
 		Committed: func(_ string, recs []wire.Record, at time.Time) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -135,11 +135,16 @@ func BenchmarkProjectorLatency(b *testing.B) {
 		}
 		b.Fatalf("the read model did not get %d events within 2 minutes", n)
 	}
-	// Warm up: the groups are formed and the tables are hot.
-	for range 200 {
-		prod.Produce(ctx, create(), nil)
+	// Warm up: the groups are formed (each consumer's join makes the group
+	// rebalance, in two rounds for the cooperative hand-over) and the tables
+	// are hot.
+	for round := range 3 {
+		for range 200 {
+			prod.Produce(ctx, create(), nil)
+		}
+		waitApplied(200 * (round + 1))
+		time.Sleep(2 * time.Second)
 	}
-	waitApplied(200)
 
 	const phase = 5 * time.Second
 	for b.Loop() {
