@@ -176,7 +176,7 @@ func apiGet(ctx context.Context, base, path string, v any) error {
 
 func entityArgs(fs *config.FlagSet) (string, uuid.UUID, error) {
 	if fs.NArg() != 2 {
-		return "", uuid.Nil, UsageError{errors.New("want <entity> <id>, for example: example 5b0c...")}
+		return "", uuid.Nil, UsageError{errors.New("want <entity> <id>, for example: example 5b0c93e4-1f6e-4c1b-9a1e-2f7d3c8b9a10")}
 	}
 	id, err := uuid.Parse(fs.Arg(1))
 	if err != nil {

@@ -135,12 +135,6 @@ func (a *applier) appliedOffsets(k tp) []int64 {
 	return slices.Clone(a.applied[k])
 }
 
-func (a *applier) numCalls() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.calls)
-}
-
 // checkStored checks that the recorder holds exactly the offsets from..to-1 of
 // partition k, once each.
 func checkStored(t testing.TB, rec *memory.Recorder, k tp, from, to int64) {
