@@ -100,23 +100,26 @@ func WatchGroups(c *kfake.Cluster, session time.Duration, log *slog.Logger) (*Gr
 		}
 		return nil, nil, false
 	})
-	c.ControlKey(int16(kmsg.SyncGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		r := req.(*kmsg.SyncGroupRequest)
-		g.heard(r.Group, r.MemberID, nil)
-		return nil, nil, false
+	// Any request of a member's is a sign of life.
+	heardFrom := func(key kmsg.Key, who func(kmsg.Request) (group, member string)) {
+		c.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			group, member := who(req)
+			g.heard(group, member, nil)
+			return nil, nil, false
+		})
+	}
+	heardFrom(kmsg.SyncGroup, func(r kmsg.Request) (string, string) {
+		s := r.(*kmsg.SyncGroupRequest)
+		return s.Group, s.MemberID
 	})
-	c.ControlKey(int16(kmsg.Heartbeat), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		r := req.(*kmsg.HeartbeatRequest)
-		g.heard(r.Group, r.MemberID, nil)
-		return nil, nil, false
+	heardFrom(kmsg.Heartbeat, func(r kmsg.Request) (string, string) {
+		h := r.(*kmsg.HeartbeatRequest)
+		return h.Group, h.MemberID
 	})
-	c.ControlKey(int16(kmsg.OffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		r := req.(*kmsg.OffsetCommitRequest)
-		g.heard(r.Group, r.MemberID, nil)
-		return nil, nil, false
+	heardFrom(kmsg.OffsetCommit, func(r kmsg.Request) (string, string) {
+		o := r.(*kmsg.OffsetCommitRequest)
+		return o.Group, o.MemberID
 	})
 	c.ControlKey(int16(kmsg.LeaveGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
