@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	ebroker "github.com/eventlog/eventlog/internal/broker"
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/internal/service"
 	"github.com/eventlog/eventlog/pkg/kafka"
@@ -59,6 +60,13 @@ func newBroker(t testing.TB, extra ...kfake.Opt) *broker {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	// As the embedded broker's: groups that behave as Kafka's when a member
+	// dies or stops (see broker.Groups).
+	g, err := ebroker.WatchGroups(c, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close) // before c.Close
 	return &broker{c: c, addrs: c.ListenAddrs()}
 }
 
