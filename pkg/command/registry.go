@@ -193,8 +193,12 @@ func RegisterEntityLimits(r *Registry, entityType string, limits entity.Limits) 
 		return fmt.Errorf("command: %w", err)
 	}
 	return Register(r, entityType, func() *entity.Entity { return entity.New(entityType) }, map[string]Handler[*entity.Entity]{
-		wire.TypeCreate:  func(ctx context.Context, e *entity.Entity, cmd wire.Command) error { return createEntity(ctx, e, cmd, limits) },
-		wire.TypeUpdate:  func(ctx context.Context, e *entity.Entity, cmd wire.Command) error { return updateEntity(ctx, e, cmd, limits) },
+		wire.TypeCreate: func(ctx context.Context, e *entity.Entity, cmd wire.Command) error {
+			return createEntity(ctx, e, cmd, limits)
+		},
+		wire.TypeUpdate: func(ctx context.Context, e *entity.Entity, cmd wire.Command) error {
+			return updateEntity(ctx, e, cmd, limits)
+		},
 		wire.TypeDiscard: discardEntity,
 	})
 }
