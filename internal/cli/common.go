@@ -267,3 +267,33 @@ func stopped(ctx context.Context, err error) error {
 
 // shutdownTimeout bounds a graceful shutdown.
 const shutdownTimeout = 30 * time.Second
+
+// Default and bounds of -session-timeout (DefaultSessionTimeout is
+// franz-go's default). Kafka's default group.min.session.timeout.ms is
+// 6s and its group.max.session.timeout.ms 30m; a broker configured otherwise
+// rejects a value outside its own bounds when the member joins.
+const (
+	DefaultSessionTimeout = 45 * time.Second
+	MinSessionTimeout     = time.Second
+	MaxSessionTimeout     = 30 * time.Minute
+)
+
+// checkSessionTimeout checks a -session-timeout value.
+func checkSessionTimeout(d time.Duration) error {
+	if d < MinSessionTimeout || d > MaxSessionTimeout {
+		return fmt.Errorf("-session-timeout must be from %s to %s, got %s", MinSessionTimeout, MaxSessionTimeout, d)
+	}
+	return nil
+}
+
+// groupFlags are the flags of a consumer-group member (writer, projector).
+type groupFlags struct {
+	session time.Duration
+}
+
+func (g *groupFlags) register(fs *config.FlagSet, who string) {
+	fs.DurationVar(&g.session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent "+who+" before giving its partitions to another ("+
+		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
+}
+
+func (g *groupFlags) check() error { return checkSessionTimeout(g.session) }

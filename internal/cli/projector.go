@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -58,7 +57,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 		entities                  = config.List{"example"}
 		httpAddr, group, policies string
 		consumers                 int
-		session                   time.Duration
+		gf                        groupFlags
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -73,15 +72,14 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
 	fs.StringVar(&policies, "read-model", "on", "keep the read model: on or off")
 	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 4 with PostgreSQL, 1 with SQLite)")
-	fs.DurationVar(&session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent projector before giving its partitions to another ("+
-		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
+	gf.register(fs, "projector")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if consumers < 0 || consumers > 64 {
 		return UsageError{fmt.Errorf("-consumers must be from 0 to 64, got %d", consumers)}
 	}
-	if err := checkSessionTimeout(session); err != nil {
+	if err := gf.check(); err != nil {
 		return UsageError{err}
 	}
 	if err := k.check(); err != nil {
@@ -117,7 +115,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 			consumers = 4 // the default partition count
 		}
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: session}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)

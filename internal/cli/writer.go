@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -37,7 +36,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 		snapN    int64
 		maxCmd   int
 		limits   entity.Limits
-		session  time.Duration
+		gf       groupFlags
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -52,15 +51,14 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&maxCmd, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
 	fs.IntVar(&limits.MaxAttributes, "max-attributes", entity.MaxAttributes, "most attributes one create or update may set; more makes the command invalid")
 	fs.IntVar(&limits.MaxValueBytes, "max-attribute-bytes", entity.MaxValueBytes, "largest JSON value of one attribute, in bytes; larger makes the command invalid")
-	fs.DurationVar(&session, "session-timeout", DefaultSessionTimeout, "how long the consumer group waits for a silent writer before giving its partitions to another ("+
-		MinSessionTimeout.String()+" to "+MaxSessionTimeout.String()+"; the broker's group.min/max.session.timeout.ms must allow it)")
+	gf.register(fs, "writer")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if err := k.check(); err != nil {
 		return UsageError{err}
 	}
-	if err := checkSessionTimeout(session); err != nil {
+	if err := gf.check(); err != nil {
 		return UsageError{err}
 	}
 	if maxCmd < 256 || maxCmd > 64<<20 {
@@ -89,7 +87,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
 		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd, EntityLimits: limits,
-		SessionTimeout: session,
+		SessionTimeout: gf.session,
 	})
 	if err != nil {
 		return err
@@ -103,22 +101,4 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	err = g.Wait()
 	log.Info("writer stopped")
 	return err
-}
-
-// Default and bounds of -session-timeout (DefaultSessionTimeout is
-// franz-go's default). Kafka's default group.min.session.timeout.ms is
-// 6s and its group.max.session.timeout.ms 30m; a broker configured otherwise
-// rejects a value outside its own bounds when the writer joins.
-const (
-	DefaultSessionTimeout = 45 * time.Second
-	MinSessionTimeout     = time.Second
-	MaxSessionTimeout     = 30 * time.Minute
-)
-
-// checkSessionTimeout checks a -session-timeout value.
-func checkSessionTimeout(d time.Duration) error {
-	if d < MinSessionTimeout || d > MaxSessionTimeout {
-		return fmt.Errorf("-session-timeout must be from %s to %s, got %s", MinSessionTimeout, MaxSessionTimeout, d)
-	}
-	return nil
 }
