@@ -1,11 +1,9 @@
 package store
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -67,17 +65,18 @@ type DataKeys struct {
 	master *events.Keyring
 	cfg    DataKeysConfig
 
-	mu    sync.Mutex
-	order *list.List // of *keyEntry, most recent first
-	items map[uuid.UUID]*list.Element
+	cache *lru[keyEntry] // nil without a cache
 }
 
 type keyEntry struct {
-	seq       uuid.UUID
 	key       []byte // nil if forgotten
 	forgotten bool
 	expires   time.Time
 }
+
+// replaces is the cache's rule: a forgotten entry is never replaced by a
+// key, so that a load that raced a Forget cannot bring the key back.
+func (e keyEntry) replaces(old keyEntry) bool { return !old.forgotten }
 
 var _ events.DataKeys = (*DataKeys)(nil)
 
@@ -87,7 +86,11 @@ func NewDataKeys(rec KeyRecorder, master *events.Keyring, cfg DataKeysConfig) (*
 		return nil, errors.New("store: data keys need a key recorder and a master keyring")
 	}
 	cfg.setDefaults()
-	return &DataKeys{rec: rec, master: master, cfg: cfg, order: list.New(), items: make(map[uuid.UUID]*list.Element)}, nil
+	k := &DataKeys{rec: rec, master: master, cfg: cfg}
+	if cfg.CacheSize > 0 {
+		k.cache = newLRU[keyEntry](cfg.CacheSize)
+	}
+	return k, nil
 }
 
 // Master returns the master keyring.
@@ -157,54 +160,29 @@ func (k *DataKeys) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
 
 // cached returns seq's cached key or forgotten error; ok is false on a miss.
 func (k *DataKeys) cached(seq uuid.UUID) (key []byte, ok bool, err error) {
-	if k.cfg.CacheSize < 0 {
+	if k.cache == nil {
 		return nil, false, nil
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	el, found := k.items[seq]
-	if !found {
+	e, found := k.cache.get(seq)
+	switch {
+	case !found:
 		return nil, false, nil
-	}
-	e := el.Value.(*keyEntry)
-	if e.forgotten {
-		k.order.MoveToFront(el)
+	case e.forgotten:
 		return nil, true, &events.ForgottenError{SequenceID: seq}
-	}
-	if !k.cfg.Now().Before(e.expires) {
-		k.order.Remove(el)
-		delete(k.items, seq)
+	case !k.cfg.Now().Before(e.expires):
+		k.cache.remove(seq)
 		return nil, false, nil
 	}
-	k.order.MoveToFront(el)
 	return e.key, true, nil
 }
 
-// put caches seq's key, or that seq is forgotten. A forgotten entry is never
-// replaced by a key: a load that raced a Forget cannot bring the key back.
+// put caches seq's key, or that seq is forgotten.
 func (k *DataKeys) put(seq uuid.UUID, key []byte, forgotten bool) {
-	if k.cfg.CacheSize < 0 {
+	if k.cache == nil {
 		return
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	e := &keyEntry{seq: seq, key: key, forgotten: forgotten, expires: k.cfg.Now().Add(k.cfg.CacheTTL)}
-	if el, found := k.items[seq]; found {
-		old := el.Value.(*keyEntry)
-		if old.forgotten {
-			return
-		}
-		el.Value = e
-		k.order.MoveToFront(el)
-		return
-	}
-	k.items[seq] = k.order.PushFront(e)
-	for k.order.Len() > k.cfg.CacheSize {
-		last := k.order.Back()
-		k.order.Remove(last)
-		old := last.Value.(*keyEntry)
-		delete(k.items, old.seq)
-	}
+	e := keyEntry{key: key, forgotten: forgotten, expires: k.cfg.Now().Add(k.cfg.CacheTTL)}
+	k.cache.put(seq, e, e.replaces)
 }
 
 // String says what it is without key material.

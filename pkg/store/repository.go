@@ -49,7 +49,7 @@ type Repository[T events.Root] struct {
 	store  *EventStore
 	newT   func() T
 	config RepositoryConfig
-	cache  *lru // nil without CacheSize
+	cache  *lru[cached] // nil without CacheSize
 }
 
 // NewRepository returns a repository that builds aggregates with newAggregate (a
@@ -61,7 +61,7 @@ func NewRepository[T events.Root](s *EventStore, newAggregate func() T, config R
 	}
 	r := &Repository[T]{store: s, newT: newAggregate, config: config}
 	if config.CacheSize > 0 {
-		r.cache = newLRU(config.CacheSize)
+		r.cache = newLRU[cached](config.CacheSize)
 	}
 	return r, nil
 }
@@ -167,13 +167,15 @@ func (r *Repository[T]) remember(ctx context.Context, agg T, fromVersion int64, 
 	}
 	if base.Discarded() {
 		if r.cache != nil {
-			r.cache.put(base.ID(), cached{version: base.Version(), discarded: true})
+			c := cached{version: base.Version(), discarded: true}
+			r.cache.put(base.ID(), c, c.newer)
 		}
 		return
 	}
 	if r.cache != nil {
 		if state, err := json.Marshal(agg); err == nil {
-			r.cache.put(base.ID(), cached{version: base.Version(), state: state})
+			c := cached{version: base.Version(), state: state}
+			r.cache.put(base.ID(), c, c.newer)
 		}
 	}
 	if r.config.SnapshotEvery > 0 && base.Version()-fromVersion >= r.config.SnapshotEvery {
