@@ -4,7 +4,9 @@
 //
 // It is one in-process broker with no replication: a convenience for development
 // and single-machine use, not a substitute for a Kafka cluster. With SyncWrites
-// (the default here) every produce is fsynced before it is acknowledged.
+// (the default here) every produce is fsynced before it is acknowledged. Its
+// consumer groups are watched (Groups) so that a member that dies or stops
+// at the wrong moment does not leave them hung, as it can in plain kfake.
 package broker
 
 import (
