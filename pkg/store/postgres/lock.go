@@ -25,7 +25,7 @@ var errLockReleased = errors.New("postgres: advisory lock released")
 // If another session holds it, TryLock returns nil, nil, nil. Otherwise held is
 // a context, derived from ctx, that stays live while the lock is held, and
 // release gives the lock up (it is safe to call more than once, and returns once
-// the lock is free). The lock lives on a connection taken out of the pool for
+// the lock is free: another session can take it at once). The lock lives on a connection taken out of the pool for
 // it, checked every Options.LockCheckInterval: if that connection fails the
 // lock is gone (the server releases it when the session ends), so held is
 // cancelled with cause ErrLockLost. A holder must stop acting as leader as soon
@@ -51,28 +51,35 @@ func (r *Recorder) TryLock(ctx context.Context, name string) (held context.Conte
 		return nil, nil, fmt.Errorf("postgres: try lock %q: %w", name, err)
 	}
 	conn := pc.Hijack()
-	closeConn := func() {
+	key := r.n.lockKey("lock", name)
+	// free gives the lock up and ends the session. The unlock is what makes
+	// the lock free when release returns: a closed connection's backend
+	// releases its locks only when it exits, a moment after the client has
+	// gone, and another session's TryLock in that moment would fail.
+	free := func(unlock bool) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
 		defer cancel()
-		_ = conn.Close(cctx) // ending the session releases the lock
+		if unlock {
+			_, _ = conn.Exec(cctx, "SELECT pg_advisory_unlock($1)", key)
+		}
+		_ = conn.Close(cctx) // ending the session releases the lock anyway
 	}
 	var ok bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", r.n.lockKey("lock", name)).Scan(&ok); err != nil {
-		closeConn()
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&ok); err != nil {
+		free(false)
 		return nil, nil, fmt.Errorf("postgres: try lock %q: %w", name, err)
 	}
 	if !ok {
-		closeConn()
+		free(false)
 		return nil, nil, nil
 	}
 
 	heldCtx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
+	watch := func() {
 		defer close(done)
-		defer closeConn()
+		lost := false
+		defer func() { free(!lost) }()
 		tick := time.NewTicker(r.opts.LockCheckInterval)
 		defer tick.Stop()
 		for {
@@ -87,13 +94,19 @@ func (r *Recorder) TryLock(ctx context.Context, name string) (held context.Conte
 				err := conn.Ping(pctx)
 				pcancel()
 				if err != nil && heldCtx.Err() == nil {
+					lost = true
 					r.opts.Logger.LogAttrs(heldCtx, slog.LevelWarn, "advisory lock lost", slog.String(logKeyLock, name), slog.Any(logKeyError, err))
 					cancel(fmt.Errorf("%w: %w", ErrLockLost, err))
 					return
 				}
 			}
 		}
-	}()
+	}
+	if !r.spawn(watch) {
+		cancel(store.ErrClosed)
+		free(true)
+		return nil, nil, fmt.Errorf("postgres: try lock %q: %w", name, store.ErrClosed)
+	}
 	var once sync.Once
 	release = func() {
 		once.Do(func() {

@@ -41,13 +41,16 @@ func (r *Recorder) Notify(ctx context.Context) <-chan struct{} {
 		close(ch)
 		return ch
 	}
-	l.subs[ch] = struct{}{}
 	if !l.started {
+		if !r.spawn(r.listen) {
+			l.mu.Unlock()
+			close(ch)
+			return ch
+		}
 		l.started = true
 		l.ready = make(chan struct{})
-		r.wg.Add(1)
-		go r.listen()
 	}
+	l.subs[ch] = struct{}{}
 	ready := l.ready
 	l.mu.Unlock()
 
@@ -109,7 +112,6 @@ func (l *listener) markReady() {
 
 // listen keeps a connection LISTENing until the recorder is closed.
 func (r *Recorder) listen() {
-	defer r.wg.Done()
 	ctx := r.bg
 	log := r.opts.Logger.With(slog.String(logKeyChannel, r.n.channel))
 	delay := 50 * time.Millisecond

@@ -316,6 +316,13 @@ func TestTryLock(t *testing.T) {
 	if held.Err() == nil {
 		t.Fatal("held is live after release")
 	}
+	// release returns once the lock is free on the server, not merely once
+	// its connection is closed (the backend frees it a moment later).
+	var granted int
+	if err := rec.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND ((classid::bigint << 32) | objid::bigint) = $1`, rec.LockKey("relay")).Scan(&granted); err != nil || granted != 0 {
+		t.Fatalf("after release, the lock is granted to %d sessions (%v); want none", granted, err)
+	}
 	held2, release2, err := other.TryLock(ctx, "relay")
 	if err != nil || held2 == nil {
 		t.Fatalf("TryLock after release = %v, %v; want the lock", held2, err)
@@ -365,6 +372,62 @@ func TestTryLock(t *testing.T) {
 		t.Fatalf("TryLock after the holder closed = %v, %v; want the lock", held4, err)
 	}
 	release4()
+}
+
+// TestCloseDuringNotifyAndTryLock closes a recorder while other goroutines
+// subscribe and take locks: Close must wait for every goroutine it lets
+// start, and none may start after it (run with -race).
+func TestCloseDuringNotifyAndTryLock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	base := newRecorder(t)
+	opts := base.Options()
+	opts.Migrate = false
+	for round := range 20 {
+		rec, err := postgres.New(ctx, base.Pool(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if i%2 == 0 {
+					sctx, cancel := context.WithTimeout(ctx, time.Second)
+					defer cancel()
+					for range rec.Notify(sctx) {
+					}
+					return
+				}
+				held, release, err := rec.TryLock(ctx, fmt.Sprintf("lock-%d-%d", round, i))
+				if err != nil && !errors.Is(err, store.ErrClosed) {
+					t.Errorf("TryLock = %v", err)
+				}
+				if held != nil {
+					release()
+				}
+			}()
+		}
+		close(start)
+		if round%2 == 1 {
+			time.Sleep(time.Duration(round) * time.Millisecond)
+		}
+		if err := rec.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		// Nothing the closed recorder let start outlives it: a Notify channel
+		// of a closed recorder is closed at once, and TryLock refuses.
+		if _, ok := <-rec.Notify(ctx); ok {
+			t.Fatal("Notify of a closed recorder returned a live channel")
+		}
+		if _, _, err := rec.TryLock(ctx, "after"); !errors.Is(err, store.ErrClosed) {
+			t.Fatalf("TryLock after Close = %v, want store.ErrClosed", err)
+		}
+	}
 }
 
 // TestNotifyReconnect: when the LISTEN connection dies, subscribers are woken

@@ -87,7 +87,9 @@ type Recorder struct {
 	stop   context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
-	lis    listener
+	// mu orders spawn and Close: no goroutine starts once Close waits.
+	mu  sync.Mutex
+	lis listener
 }
 
 type queries struct {
@@ -126,13 +128,32 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Recorder, erro
 // releasing every lock TryLock holds), closes every Notify channel and waits.
 // Later calls fail with store.ErrClosed. It does not close the pool.
 func (r *Recorder) Close() error {
+	r.mu.Lock()
 	if r.closed.Swap(true) {
+		r.mu.Unlock()
 		return nil
 	}
+	r.mu.Unlock()
 	r.stop()
 	r.wg.Wait()
 	r.lis.closeAll()
 	return nil
+}
+
+// spawn runs f on a goroutine that Close waits for, unless the recorder is
+// closed: then it returns false and f does not run.
+func (r *Recorder) spawn(f func()) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		return false
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // Options returns the options in effect, defaults filled in.
