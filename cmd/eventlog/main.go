@@ -4,6 +4,6 @@
 // `eventlog -h` lists them.
 package main
 
-import "github.com/eventlog/eventlog/internal/cli"
+import "github.com/eventlog/eventlog/pkg/cli"
 
 func main() { cli.Exec("eventlog", cli.Main) }

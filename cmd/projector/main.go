@@ -3,6 +3,6 @@
 // `projector -h` lists its flags and their EVENTLOG_* environment variables.
 package main
 
-import "github.com/eventlog/eventlog/internal/cli"
+import "github.com/eventlog/eventlog/pkg/cli"
 
 func main() { cli.Exec("projector", cli.Projector) }

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/pkg/cli"
 )
 
 // FailedPrefix starts the line a child writes when its command fails.

@@ -225,7 +225,7 @@ func TestSeparateProcesses(t *testing.T) {
 //
 // Bug it catches, present at the time of writing: the second writer dies at
 // start. postgres.Recorder.TryLock answers a lock held elsewhere with (nil,
-// nil, nil), while kafka.Locker, which internal/cli wires the recorder to
+// nil, nil), while kafka.Locker, which pkg/cli wires the recorder to
 // directly (storeFlags.open: Locker: rec), must return an error wrapping
 // kafka.ErrLocked. kafka.Relay.Run takes the nil error for success and calls
 // lead with a nil context, which panics (nil pointer dereference).

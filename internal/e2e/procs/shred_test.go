@@ -16,7 +16,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/pkg/cli"
 )
 
 // TestCryptoShreddingThroughDev runs `eventlog dev` with per-entity data keys

@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
-	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"

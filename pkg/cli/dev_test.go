@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/pkg/cli"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.

@@ -5,7 +5,7 @@ import (
 	"database/sql"
 	"errors"
 
-	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/projection/sqlitereadmodel"
 	"github.com/eventlog/eventlog/pkg/store/sqlite"
 )

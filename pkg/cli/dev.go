@@ -17,7 +17,7 @@ import (
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
-	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/service"
 )
 
 // Dev runs eventlog in one process with no servers: the embedded broker, the

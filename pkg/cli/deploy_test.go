@@ -14,7 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/eventlog/eventlog/internal/cli"
+	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/internal/httpapi"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
-	"github.com/eventlog/eventlog/internal/service"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
