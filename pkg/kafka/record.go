@@ -61,6 +61,7 @@ const (
 	routeEvent routeKind = iota
 	routeResult
 	routeDeadLetter
+	routeCommand
 	routeUnrouted
 	// routeBad: an outbox item that does not decode, or an entity whose topic
 	// name Kafka would refuse. It goes to the dead letters, so that bad data
@@ -88,6 +89,19 @@ func (rt *router) route1(n *store.Notification) (*kgo.Record, routeKind) {
 				{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)},
 			},
 		}, routeResult
+	case wire.CommandItemTopic:
+		c, err := wire.DecodeCommand(n.State, 0)
+		if err != nil {
+			return rt.bad(n, err), routeBad
+		}
+		return &kgo.Record{
+			Topic: rt.topics.Commands(),
+			Key:   []byte(c.EntityID.String()),
+			Value: n.State,
+			Headers: []kgo.RecordHeader{
+				{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)},
+			},
+		}, routeCommand
 	case wire.DeadLetterItemTopic:
 		d, err := wire.DecodeDeadLetter(n.State)
 		if err != nil {

@@ -178,6 +178,9 @@ type Result struct {
 const (
 	ResultItemTopic     = "eventlog.CommandResult"
 	DeadLetterItemTopic = "eventlog.DeadLetter"
+	// CommandItemTopic is the topic of a command a process application
+	// emitted; the relay produces it to the commands topic.
+	CommandItemTopic = "eventlog.Command"
 )
 
 // ResultItem returns the outbox item of r. Its sequence id is the command id, at
@@ -192,6 +195,36 @@ func ResultItem(r Result) (events.SequencedItem, error) {
 		return events.SequencedItem{}, err
 	}
 	return events.SequencedItem{SequenceID: r.CommandID, Position: 0, Topic: ResultItemTopic, State: b, Codec: events.CodecJSON}, nil
+}
+
+// CommandItem returns the outbox item of a command to send: the relay
+// produces its state, the command's envelope, to the commands topic keyed by
+// the entity id. Its sequence id is the command id, at position 0, so the same
+// command stored twice conflicts.
+func CommandItem(c Command) (events.SequencedItem, error) {
+	if c.CommandID == uuid.Nil || c.EntityID == uuid.Nil || c.Type == "" || c.Entity == "" {
+		return events.SequencedItem{}, fmt.Errorf("%w: a command to send needs command_id, type, entity and entity_id", ErrEnvelope)
+	}
+	if c.CommandID == c.EntityID {
+		return events.SequencedItem{}, fmt.Errorf("%w: command_id equals entity_id", ErrEnvelope)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return events.SequencedItem{}, err
+	}
+	return events.SequencedItem{SequenceID: c.CommandID, Position: 0, Topic: CommandItemTopic, State: b, Codec: events.CodecJSON}, nil
+}
+
+// commandSpace is the UUID namespace of the command ids CausedCommandID
+// derives.
+var commandSpace = uuid.MustParse("0b7e3c52-5d0a-4f5e-8f3b-2a9c1e6d4b70")
+
+// CausedCommandID is the id of the n-th command (from 0) that the process
+// called process sends in reaction to the event at position of sequence:
+// always the same for the same cause, so that a command sent again after a
+// redelivery, a retry or a replay is a duplicate the writer answers once.
+func CausedCommandID(process string, sequence uuid.UUID, position int64, n int) uuid.UUID {
+	return uuid.NewSHA1(commandSpace, []byte(process+"/"+sequence.String()+"/"+strconv.FormatInt(position, 10)+"/"+strconv.Itoa(n)))
 }
 
 // DecodeResult parses the state of a result item, or a record of the results topic.
