@@ -23,9 +23,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventlog/eventlog/internal/config"
-	"github.com/eventlog/eventlog/pkg/service"
 	wcmd "github.com/eventlog/eventlog/pkg/command"
 	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
 )

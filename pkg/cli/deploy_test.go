@@ -14,8 +14,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/pkg/cli"
 )
 
 // envNames returns the EVENTLOG_* variables a command accepts, from its -h.

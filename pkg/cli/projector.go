@@ -11,8 +11,8 @@ import (
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
-	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 

@@ -24,8 +24,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 

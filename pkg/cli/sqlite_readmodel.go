@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"errors"
 
-	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/projection/sqlitereadmodel"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store/sqlite"
 )
 
