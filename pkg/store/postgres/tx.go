@@ -22,6 +22,11 @@ type tx struct {
 	failed error
 }
 
+// PgxTx returns the pgx transaction under the store.Tx, for work that must
+// commit with it: a consumer that declares interface{ PgxTx() pgx.Tx } reaches
+// it without importing this package.
+func (t *tx) PgxTx() pgx.Tx { return t.tx }
+
 // PgxTx returns the pgx transaction under a store.Tx that InTx passed, for
 // PostgreSQL-specific work (read models, for example) that must commit with it.
 // A statement that fails through it aborts the whole transaction.

@@ -1,0 +1,396 @@
+package sqlmodel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/projection"
+	"github.com/eventlog/eventlog/pkg/store"
+)
+
+// A Log is the notification log a rebuild replays: the store the events were
+// written to. Every store.ApplicationRecorder is one.
+type Log interface {
+	SelectNotifications(ctx context.Context, after int64, limit int) ([]store.Notification, error)
+	MaxNotificationID(ctx context.Context) (int64, error)
+}
+
+// A Locker takes a lock across processes (the PostgreSQL recorder's TryLock):
+// a nil held means another holder has it.
+type Locker interface {
+	TryLock(ctx context.Context, name string) (held context.Context, release func(), err error)
+}
+
+// RebuildOptions configures Rebuild.
+type RebuildOptions struct {
+	// PageSize is the number of notifications read, and applied in one
+	// transaction, at a time (default 1000).
+	PageSize int
+	// Progress, if set, is called after each page with the notification id
+	// reached and the log's greatest id when the rebuild started (ids are not
+	// contiguous: done/total estimates the fraction done).
+	Progress func(done, total int64)
+	// LockTimeout bounds the wait for the live tables at the swap, on
+	// PostgreSQL (default 30s).
+	LockTimeout time.Duration
+}
+
+// RebuildStats says what a rebuild did.
+type RebuildStats struct {
+	Notifications int64 // notifications read
+	Applied       int64 // events applied to the new tables
+	// Skipped counts events that failed Apply with a permanent error, or
+	// did not decode, and the later events of their entities.
+	Skipped int64
+	Last    int64 // the notification id the new tables are complete up to
+}
+
+// ErrRebuildRunning reports a rebuild of the same model running elsewhere.
+var ErrRebuildRunning = errors.New("sqlmodel: a rebuild of this model is already running")
+
+// Rebuild makes the model's tables anew from log: it creates new tables
+// beside the live ones, applies every event of the model's entity types from
+// the log to them, page by page, and then, in one transaction that holds
+// the live projection back (queries go on, on PostgreSQL), applies what the
+// log gained meanwhile, drops the live tables and renames the new ones in
+// their place. The live projection goes on meanwhile: what it applied came
+// from the log, so the new tables hold it too, and its position guard skips
+// what they hold already. The schema recorded for the model becomes the
+// current one, so Rebuild is also how a changed Schema is put in place.
+//
+// If Rebuild fails or ctx ends, the live tables are untouched; what it made
+// is dropped by the next rebuild. Where target is a Locker, one rebuild of
+// the model runs at a time; another fails with ErrRebuildRunning.
+func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper *events.Mapper, opts RebuildOptions) (RebuildStats, error) {
+	var st RebuildStats
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 30 * time.Second
+	}
+	if mapper == nil {
+		return st, errors.New("sqlmodel: rebuild: nil mapper")
+	}
+	if l, ok := target.(Locker); ok {
+		held, release, err := l.TryLock(ctx, "sqlmodel-rebuild:"+r.m.Name)
+		if err != nil {
+			return st, fmt.Errorf("sqlmodel: rebuild %s: lock: %w", r.m.Name, err)
+		}
+		if held == nil {
+			return st, fmt.Errorf("%w: %s", ErrRebuildRunning, r.m.Name)
+		}
+		defer release()
+		ctx = held
+	}
+	fail := func(err error) (RebuildStats, error) {
+		return st, fmt.Errorf("sqlmodel: rebuild %s: %w", r.m.Name, err)
+	}
+	// The new tables: the model's statements under names no live table
+	// has, made after dropping what an earlier rebuild left.
+	var gen [4]byte
+	_, _ = rand.Read(gen[:])
+	var shadow Names
+	err := target.InTx(ctx, func(tx store.Tx) error {
+		c, d, err := connOf(tx)
+		if err != nil {
+			return err
+		}
+		shadow = r.names(d, "__r"+hex.EncodeToString(gen[:]))
+		if _, err := r.begin(ctx, c, r.names(d, "")); err != nil {
+			return err
+		}
+		if err := dropLeftovers(ctx, c, d, r.opts.Schema, r.m.OwnTables()); err != nil {
+			return err
+		}
+		stmts, err := r.schema(shadow)
+		if err != nil {
+			return err
+		}
+		for _, s := range stmts {
+			if _, err := c.Exec(ctx, s); err != nil {
+				return fmt.Errorf("create the new tables: %s: %w", firstLine(s), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	total, err := log.MaxNotificationID(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	parked := map[uuid.UUID]bool{} // entities an event of which failed
+	var reported int64
+	progress := func() {
+		reported = max(reported, st.Last)
+		if opts.Progress != nil {
+			opts.Progress(reported, max(total, reported))
+		}
+	}
+	progress()
+	// page applies the next page of the log in tx; it reports whether the
+	// page was empty.
+	page := func(ctx context.Context, tx store.Tx) (bool, error) {
+		ns, err := log.SelectNotifications(ctx, st.Last, opts.PageSize)
+		if err != nil {
+			return false, fmt.Errorf("read the log after %d: %w", st.Last, err)
+		}
+		if len(ns) == 0 {
+			return true, nil
+		}
+		c, _, err := connOf(tx)
+		if err != nil {
+			return false, err
+		}
+		var items []projection.Item
+		for _, n := range ns {
+			if !r.entities[events.EntityOf(n.Topic)] {
+				continue
+			}
+			if parked[n.SequenceID] {
+				st.Skipped++
+				continue
+			}
+			e, err := mapper.FromItem(n.SequencedItem)
+			if err != nil {
+				parked[n.SequenceID] = true
+				st.Skipped++
+				continue
+			}
+			items = append(items, projection.Item{SequencedItem: n.SequencedItem, NotificationID: n.ID, Event: e})
+		}
+		applied, skipped, err := r.applyRebuild(ctx, c, tx, shadow, items, parked)
+		if err != nil {
+			return false, err
+		}
+		st.Applied += applied
+		st.Skipped += skipped
+		st.Notifications += int64(len(ns))
+		st.Last = ns[len(ns)-1].ID
+		return false, nil
+	}
+	for {
+		var empty bool
+		if err := target.InTx(ctx, func(tx store.Tx) error {
+			var err error
+			empty, err = page(ctx, tx)
+			return err
+		}); err != nil {
+			return fail(err)
+		}
+		progress()
+		if empty {
+			break
+		}
+	}
+	// The swap.
+	var swapErr error
+	for attempt := range 3 {
+		saved, savedParked := st, clone(parked)
+		swapErr = target.InTx(ctx, func(tx store.Tx) error {
+			return r.swap(ctx, tx, shadow, opts.LockTimeout, page)
+		})
+		if swapErr == nil {
+			break
+		}
+		st, parked = saved, savedParked
+		if ctx.Err() != nil || attempt == 2 {
+			break
+		}
+	}
+	if swapErr != nil {
+		return fail(swapErr)
+	}
+	progress()
+	return st, nil
+}
+
+// applyRebuild applies items to the new tables. If Apply fails with a
+// permanent error, the items are applied again one entity at a time, and an
+// entity whose events fail is parked for the rest of the rebuild.
+func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Names, items []projection.Item, parked map[uuid.UUID]bool) (applied, skipped int64, err error) {
+	if len(items) == 0 {
+		return 0, 0, nil
+	}
+	sp := savepoint{c}
+	if err := sp.begin(ctx); err != nil {
+		return 0, 0, err
+	}
+	err = r.apply(ctx, c, tx, n, true, items)
+	if err == nil {
+		return int64(len(items)), 0, sp.release(ctx)
+	}
+	if !projection.IsPermanent(err) {
+		return 0, 0, err
+	}
+	if err := sp.rollback(ctx); err != nil {
+		return 0, 0, err
+	}
+	// One event at a time, each in a savepoint of its own.
+	for _, it := range items {
+		if parked[it.SequenceID] {
+			skipped++
+			continue
+		}
+		if err := sp.begin(ctx); err != nil {
+			return 0, 0, err
+		}
+		if err := r.apply(ctx, c, tx, n, true, []projection.Item{it}); err != nil {
+			if !projection.IsPermanent(err) {
+				return 0, 0, err
+			}
+			if err := sp.rollback(ctx); err != nil {
+				return 0, 0, err
+			}
+			parked[it.SequenceID] = true
+			skipped++
+			continue
+		}
+		if err := sp.release(ctx); err != nil {
+			return 0, 0, err
+		}
+		applied++
+	}
+	return applied, skipped, nil
+}
+
+// savepoint wraps statements that may fail without aborting the
+// transaction.
+type savepoint struct{ c Conn }
+
+func (s savepoint) begin(ctx context.Context) error {
+	_, err := s.c.Exec(ctx, "SAVEPOINT sqlmodel_apply")
+	return err
+}
+
+func (s savepoint) release(ctx context.Context) error {
+	_, err := s.c.Exec(ctx, "RELEASE SAVEPOINT sqlmodel_apply")
+	return err
+}
+
+func (s savepoint) rollback(ctx context.Context) error {
+	if _, err := s.c.Exec(ctx, "ROLLBACK TO SAVEPOINT sqlmodel_apply"); err != nil {
+		return err
+	}
+	return s.release(ctx)
+}
+
+// swap holds the live projection back, applies the rest of the log to the
+// new tables and puts them in the live ones' place.
+func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout time.Duration, page func(context.Context, store.Tx) (bool, error)) error {
+	c, d, err := connOf(tx)
+	if err != nil {
+		return err
+	}
+	live := r.names(d, "")
+	tables := r.m.Tables
+	if d == Postgres {
+		if _, err := c.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
+			return err
+		}
+		// EXCLUSIVE stops the live projection's writes but not queries.
+		for _, t := range append(liveTables(live, tables), r.positions(live)) {
+			if _, err := c.Exec(ctx, "LOCK TABLE "+t+" IN EXCLUSIVE MODE"); err != nil {
+				return fmt.Errorf("lock the live tables: %w", err)
+			}
+		}
+	}
+	for {
+		empty, err := page(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if empty {
+			break
+		}
+	}
+	if _, err := r.begin(ctx, c, live); err != nil {
+		return err
+	}
+	pairs := [][2]string{{r.m.Name + "__positions", r.m.Name + "__positions" + shadow.suffix}}
+	for _, t := range tables {
+		pairs = append(pairs, [2]string{t, t + shadow.suffix})
+	}
+	for _, p := range pairs {
+		if _, err := c.Exec(ctx, "DROP TABLE IF EXISTS "+live.qualify(p[0])); err != nil {
+			return fmt.Errorf("drop %s: %w", p[0], err)
+		}
+		if _, err := c.Exec(ctx, "ALTER TABLE "+live.qualify(p[1])+" RENAME TO "+quote(p[0])); err != nil {
+			return fmt.Errorf("rename %s to %s: %w", p[1], p[0], err)
+		}
+	}
+	if _, err := c.Exec(ctx, "DELETE FROM "+r.meta(live)+" WHERE name = $1", r.m.Name); err != nil {
+		return err
+	}
+	if _, err := c.Exec(ctx, "INSERT INTO "+r.meta(live)+" (name, fingerprint) VALUES ($1, $2)", r.m.Name, r.fingerprint); err != nil {
+		return err
+	}
+	return nil
+}
+
+func liveTables(n Names, tables []string) []string {
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		out[i] = n.qualify(t)
+	}
+	return out
+}
+
+func quote(s string) string { return `"` + s + `"` }
+
+// dropLeftovers drops the tables an unfinished rebuild of the model made:
+// those named like one of tables with a "__r" suffix.
+func dropLeftovers(ctx context.Context, c Conn, d Dialect, schema string, tables []string) error {
+	var q string
+	var args []any
+	if d == Postgres {
+		q = "SELECT tablename FROM pg_tables WHERE schemaname = $1"
+		args = []any{schema}
+	} else {
+		q = "SELECT name FROM sqlite_master WHERE type = 'table'"
+	}
+	rows, err := c.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	var drop []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return err
+		}
+		for _, t := range tables {
+			if len(name) == len(t)+11 && name[:len(t)+3] == t+"__r" {
+				drop = append(drop, name)
+			}
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("list tables: %w", err)
+	}
+	n := Names{dialect: d, schema: schema}
+	for _, name := range drop {
+		if _, err := c.Exec(ctx, "DROP TABLE IF EXISTS "+n.qualify(name)); err != nil {
+			return fmt.Errorf("drop %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func clone(m map[uuid.UUID]bool) map[uuid.UUID]bool {
+	out := make(map[uuid.UUID]bool, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
