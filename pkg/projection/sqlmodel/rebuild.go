@@ -297,8 +297,9 @@ func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout
 		if _, err := c.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil {
 			return err
 		}
-		// EXCLUSIVE stops the live projection's writes but not queries.
-		for _, t := range append(liveTables(live, tables), r.positions(live)) {
+		// EXCLUSIVE stops the live projection's writes but not queries. The
+		// positions table first: a writer locks it before anything else.
+		for _, t := range append([]string{r.positions(live)}, liveTables(live, tables)...) {
 			if _, err := c.Exec(ctx, "LOCK TABLE "+t+" IN EXCLUSIVE MODE"); err != nil {
 				return fmt.Errorf("lock the live tables: %w", err)
 			}

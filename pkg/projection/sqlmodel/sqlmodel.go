@@ -295,7 +295,24 @@ func (r *ReadModel) LastPositions(ctx context.Context, tx store.Tx, ids []uuid.U
 	if err != nil {
 		return nil, err
 	}
+	if err := r.lockWrite(ctx, c, d); err != nil {
+		return nil, err
+	}
 	return lastPositions(ctx, c, r.positions(r.names(d, "")), d, ids)
+}
+
+// lockWrite takes, on PostgreSQL, the lock a writer of the live tables holds
+// until it commits, before it reads or writes any of them: ROW EXCLUSIVE on
+// the positions table. A rebuild's swap locks the positions table first, so
+// the two wait for each other in one order and cannot deadlock.
+func (r *ReadModel) lockWrite(ctx context.Context, c Conn, d Dialect) error {
+	if d != Postgres {
+		return nil
+	}
+	if _, err := c.Exec(ctx, "LOCK TABLE "+r.positions(r.names(d, ""))+" IN ROW EXCLUSIVE MODE"); err != nil {
+		return fmt.Errorf("sqlmodel: lock %s: %w", r.m.Name, err)
+	}
+	return nil
 }
 
 func lastPositions(ctx context.Context, c Conn, table string, d Dialect, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
@@ -377,6 +394,9 @@ func (r *ReadModel) Apply(ctx context.Context, tx store.Tx, items []projection.I
 	c, d, err := connOf(tx)
 	if err != nil {
 		return projection.Permanent(err)
+	}
+	if err := r.lockWrite(ctx, c, d); err != nil {
+		return err
 	}
 	return r.apply(ctx, c, tx, r.names(d, ""), false, items)
 }
