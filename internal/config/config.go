@@ -2,7 +2,9 @@
 // fallback named EVENTLOG_<FLAG> (upper case, '-' as '_'): a flag given on the
 // command line wins, then the environment, then the default. `-h` lists every
 // flag with its environment name and default. Secret flags never show their value,
-// in the help or in errors.
+// in the help or in errors. Local flags (the arguments of one invocation, such
+// as an entity id or a version) have no environment fallback: a service's
+// environment must not change what a tool run in it does.
 package config
 
 import (
@@ -26,13 +28,19 @@ type FlagSet struct {
 	// Positional allows arguments after the flags (fs.Args()).
 	Positional bool
 	secret     map[string]bool
+	local      map[string]bool
+	out        io.Writer
+	usage      func()
 }
 
 // New returns a flag set for a program or subcommand.
 func New(name, summary string, out io.Writer) *FlagSet {
-	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), secret: make(map[string]bool)}
-	fs.SetOutput(out)
-	fs.Usage = func() {
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), secret: make(map[string]bool), local: make(map[string]bool), out: out}
+	// The flag package prints a parse error before the usage; the caller
+	// prints the error once, so only -h prints here (see Parse).
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.usage = func() {
 		fmt.Fprintf(out, "Usage: %s [flags]\n\n%s\n\nFlags (each also read from its environment variable):\n", name, summary)
 		fs.VisitAll(func(f *flag.Flag) {
 			def := f.DefValue
@@ -41,7 +49,11 @@ func New(name, summary string, out io.Writer) *FlagSet {
 			} else if def == "" {
 				def = `""`
 			}
-			fmt.Fprintf(out, "  -%s  (%s, default %s)\n      %s\n", f.Name, EnvName(f.Name), def, f.Usage)
+			env := EnvName(f.Name)
+			if fs.local[f.Name] {
+				env = "no environment variable"
+			}
+			fmt.Fprintf(out, "  -%s  (%s, default %s)\n      %s\n", f.Name, env, def, f.Usage)
 		})
 	}
 	return fs
@@ -54,17 +66,33 @@ func (fs *FlagSet) Secret(names ...string) {
 	}
 }
 
-// Parse parses args, then fills every flag not given on the command line from
-// getenv. It returns flag.ErrHelp after printing usage for -h.
+// PrintUsage prints what -h prints.
+func (fs *FlagSet) PrintUsage() { fs.usage() }
+
+// Local marks flags that have no environment fallback.
+func (fs *FlagSet) Local(names ...string) {
+	for _, n := range names {
+		fs.local[n] = true
+	}
+}
+
+// Parse parses args, then fills every flag not given on the command line,
+// and not Local, from getenv. It returns flag.ErrHelp after printing usage
+// for -h; other errors are returned, not printed, with a hint to see -h.
 func (fs *FlagSet) Parse(args []string, getenv func(string) string) error {
 	if err := fs.FlagSet.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fs.usage()
+			return err
+		}
+		cmd, _, _ := strings.Cut(fs.Name(), " <")
+		return fmt.Errorf("%w (see %s -h)", err, cmd)
 	}
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || fs.local[f.Name] {
 			return
 		}
 		v := getenv(EnvName(f.Name))

@@ -21,7 +21,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
@@ -42,32 +41,31 @@ type ReadinessCheck func(ctx context.Context) error
 type Entities struct {
 	Store    *store.EventStore
 	Recorder store.ApplicationRecorder
-	repos    map[string]*store.Repository[*entity.Entity]
+	// Loaders load the entities of each type: the current state if version
+	// is 0, else the state at that version. They fail wrapping
+	// store.ErrNotFound for an unknown entity, *events.ForgottenError for a
+	// forgotten one, *VersionError for a version not reached.
+	Loaders map[string]EntityLoader
 }
 
-// NewEntities returns the entity API for the given entity types.
-func NewEntities(es *store.EventStore, rec store.ApplicationRecorder, types []string, cfg store.RepositoryConfig) (*Entities, error) {
-	e := &Entities{Store: es, Recorder: rec, repos: make(map[string]*store.Repository[*entity.Entity])}
-	for _, typ := range types {
-		c := cfg
-		if c.SnapshotEvery > 0 {
-			c.SnapshotTopic = typ + "." + entity.SnapshotName
-		}
-		r, err := store.NewRepository(es, func() *entity.Entity { return entity.New(typ) }, c)
-		if err != nil {
-			return nil, err
-		}
-		e.repos[typ] = r
-	}
-	return e, nil
-}
+// An EntityLoader returns what GET /v1/entities/{entity}/{id} shows.
+type EntityLoader func(ctx context.Context, id uuid.UUID, version int64) (any, error)
 
-// EntityJSON is how an entity is shown.
+// A VersionError reports a version the entity has not reached: 404 with
+// its message.
+type VersionError struct{ Err error }
+
+func (e *VersionError) Error() string { return e.Err.Error() }
+func (e *VersionError) Unwrap() error { return e.Err }
+
+// EntityJSON is how an entity is shown: the generic entity with its
+// attributes, an aggregate with its state.
 type EntityJSON struct {
 	Entity     string                     `json:"entity"`
 	ID         uuid.UUID                  `json:"id"`
 	Version    int64                      `json:"version"`
-	Attributes map[string]json.RawMessage `json:"attributes"`
+	Attributes map[string]json.RawMessage `json:"attributes,omitzero"`
+	State      json.RawMessage            `json:"state,omitzero"`
 }
 
 // EventJSON is how a stored event is shown. State is the decoded JSON state.
@@ -143,49 +141,45 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-func (s *Server) entityParams(w http.ResponseWriter, r *http.Request) (*store.Repository[*entity.Entity], string, uuid.UUID, bool) {
+func (s *Server) entityParams(w http.ResponseWriter, r *http.Request) (EntityLoader, string, uuid.UUID, bool) {
 	typ := r.PathValue("entity")
-	repo, ok := s.Entities.repos[typ]
+	load, ok := s.Entities.Loaders[typ]
 	if !ok {
 		writeError(w, http.StatusNotFound, "unknown entity type %q", typ)
 		return nil, "", uuid.Nil, false
 	}
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "entity id %q is not a UUID", r.PathValue("id"))
+		writeError(w, http.StatusBadRequest, "entity id %q is not a UUID: %v", r.PathValue("id"), err)
 		return nil, "", uuid.Nil, false
 	}
-	return repo, typ, id, true
+	return load, typ, id, true
 }
 
 func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) {
-	repo, typ, id, ok := s.entityParams(w, r)
+	load, typ, id, ok := s.entityParams(w, r)
 	if !ok {
 		return
 	}
-	var (
-		e   *entity.Entity
-		err error
-	)
+	var version int64
 	if v := r.URL.Query().Get("version"); v != "" {
 		n, perr := strconv.ParseInt(v, 10, 64)
 		if perr != nil || n < 1 {
 			writeError(w, http.StatusBadRequest, "version must be a whole number from 1, got %q", v)
 			return
 		}
-		e, err = repo.GetAt(r.Context(), id, n)
-	} else {
-		e, err = repo.Get(r.Context(), id)
+		version = n
+	}
+	e, err := load(r.Context(), id, version)
+	if ve := (*VersionError)(nil); errors.As(err, &ve) {
+		writeError(w, http.StatusNotFound, "%v", ve)
+		return
 	}
 	if err != nil {
 		s.storeError(w, err, "%s %s", typ, id)
 		return
 	}
-	if e.Type != typ {
-		writeError(w, http.StatusNotFound, "%s %s not found", typ, id)
-		return
-	}
-	writeJSON(w, http.StatusOK, EntityJSON{Entity: typ, ID: id, Version: e.Version(), Attributes: e.Attributes})
+	writeJSON(w, http.StatusOK, e)
 }
 
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {

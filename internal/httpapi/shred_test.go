@@ -20,6 +20,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/projection/sqlitereadmodel"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/store/sqlite"
@@ -249,7 +250,7 @@ func testShredding(t *testing.T, b shredBackend) {
 	}
 
 	// HTTP: 410 for the forgotten entity, its events and its read-model row.
-	ents, err := httpapi.NewEntities(es, b.rec, []string{"example"}, store.RepositoryConfig{})
+	ents, err := service.GenericDomain("example").EntitiesAPI(es, b.rec, store.RepositoryConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

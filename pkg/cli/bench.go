@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,10 +31,6 @@ import (
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
-
-func init() {
-	extra["bench"] = command{Bench, "measure commands/s, relay events/s and command latency end to end"}
-}
 
 // BenchResult is what `eventlog bench --json` prints.
 type BenchResult struct {
@@ -119,8 +117,8 @@ func percentiles(ds []time.Duration) (p50, p99 float64) {
 
 // Bench runs the end-to-end benchmark: an in-process broker, the store, one
 // writer with its relay; it produces commands and waits for their results.
-func Bench(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog bench", "Measure eventlog end to end: commands/s from produce to result, relay events/s, and latency at a fixed rate.", env.Stderr)
+func (p Program) Bench(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("bench"), "Measure eventlog end to end: commands/s from produce to result, relay events/s, and latency at a fixed rate.", env.Stderr)
 	var (
 		n, entities, rate int
 		latencyFor        time.Duration
@@ -138,8 +136,17 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
+	entityTypes := p.entitiesFlag(fs, "entity types the writer runs, comma-separated (the workload uses the first)")
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	d, err := p.domain(*entityTypes)
+	if err != nil {
+		return err
+	}
+	workload := d.Workload()
+	if workload == nil {
+		return UsageError{errors.New("the domain gives bench no workload (service.Domain.SetWorkload)")}
 	}
 	if n < 1 || entities < 1 || entities > n || rate < 1 {
 		return UsageError{fmt.Errorf("want -commands >= -entities-n >= 1 and -rate >= 1")}
@@ -181,7 +188,7 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	brokers := cluster.ListenAddrs()
 	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: 4, replication: -1}
 	stages := &stageRecorder{}
-	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Entities: []string{"example"}, Log: log, OnBatch: stages.add, Pipeline: pipeline})
+	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline})
 	if err != nil {
 		return err
 	}
@@ -213,12 +220,12 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	for i := range ids {
 		ids[i] = uuid.New()
 	}
+	eventTopics := map[string]bool{}
 	command := func(i int) (wire.Command, []byte) {
 		id := ids[i%entities]
-		c := wire.Command{CommandID: uuid.New(), Type: wire.TypeUpdate, Entity: "example", EntityID: id, Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))}
-		if i < entities {
-			c.Type, c.Data = wire.TypeCreate, json.RawMessage(`{"foo":"bar"}`)
-		}
+		c := workload(id, i < entities, i)
+		c.CommandID = uuid.New()
+		eventTopics[topics.Events(c.Entity)] = true
 		b, _ := json.Marshal(c)
 		return c, b
 	}
@@ -247,7 +254,7 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	// Relay: time until every event is on Kafka, from the same start.
 	adm := kadm.NewClient(prod)
 	for {
-		ends, err := adm.ListEndOffsets(ctx, topics.Events("example"))
+		ends, err := adm.ListEndOffsets(ctx, slices.Collect(maps.Keys(eventTopics))...)
 		if err == nil {
 			var total int64
 			ends.Each(func(o kadm.ListedOffset) { total += o.Offset })

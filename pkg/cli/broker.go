@@ -10,8 +10,8 @@ import (
 
 // Broker runs the embedded Kafka-protocol broker alone, so that separate writer
 // and projector processes can run against it on a machine with no Kafka.
-func Broker(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog broker", "Run the embedded Kafka-protocol broker (franz-go's kfake) persisted to a data directory.", env.Stderr)
+func (p Program) Broker(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("broker"), "Run the embedded Kafka-protocol broker (franz-go's kfake) persisted to a data directory.", env.Stderr)
 	var (
 		addr, dataDir string
 		partitions    int
@@ -33,7 +33,7 @@ func Broker(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer c.Close()
-	fmt.Fprintf(env.Stdout, "eventlog broker listening on %s (data in %s)\n", c.ListenAddrs()[0], dataDir)
+	fmt.Fprintf(env.Stdout, "%s broker listening on %s (data in %s)\n", p.Name, c.ListenAddrs()[0], dataDir)
 	<-ctx.Done()
 	log.Info("broker stopping")
 	return nil

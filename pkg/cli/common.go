@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/service"
@@ -139,7 +140,7 @@ func (s *storeFlags) open(ctx context.Context, log *slog.Logger) (b service.Back
 			pool.Close()
 			return b, nil, err
 		}
-		b = service.Backend{Recorder: rec, Snapshots: rec, Locker: rec, Name: "postgres"}
+		b = service.Backend{Recorder: rec, Snapshots: rec, Locker: rec, Name: "postgres", Schema: rec.Options().Schema}
 		return b, func() { rec.Close(); pool.Close() }, nil
 	}
 	if s.sqlite == "" {
@@ -282,6 +283,28 @@ const (
 func checkSessionTimeout(d time.Duration) error {
 	if d < MinSessionTimeout || d > MaxSessionTimeout {
 		return fmt.Errorf("-session-timeout must be from %s to %s, got %s", MinSessionTimeout, MaxSessionTimeout, d)
+	}
+	return nil
+}
+
+// limitFlags bound what one command may carry (writer, dev).
+type limitFlags struct {
+	maxCommand int
+	entity     entity.Limits
+}
+
+func (l *limitFlags) register(fs *config.FlagSet) {
+	fs.IntVar(&l.maxCommand, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
+	fs.IntVar(&l.entity.MaxAttributes, "max-attributes", entity.MaxAttributes, "most attributes one create or update may set; more makes the command invalid")
+	fs.IntVar(&l.entity.MaxValueBytes, "max-attribute-bytes", entity.MaxValueBytes, "largest JSON value of one attribute, in bytes; larger makes the command invalid")
+}
+
+func (l *limitFlags) check() error {
+	if l.maxCommand < 256 || l.maxCommand > 64<<20 {
+		return fmt.Errorf("-max-command-bytes must be from 256 to %d, got %d", 64<<20, l.maxCommand)
+	}
+	if l.entity.MaxAttributes < 1 || l.entity.MaxValueBytes < 1 {
+		return fmt.Errorf("-max-attributes and -max-attribute-bytes must be at least 1, got %d and %d", l.entity.MaxAttributes, l.entity.MaxValueBytes)
 	}
 	return nil
 }

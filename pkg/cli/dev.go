@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
-	"log/slog"
-
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/eventlog/eventlog/pkg/events"
 
 	"github.com/eventlog/eventlog/internal/broker"
 	"github.com/eventlog/eventlog/internal/config"
@@ -24,18 +22,18 @@ import (
 // SQLite store (or PostgreSQL), the writer with its relay, the projector and one
 // HTTP server for both APIs. Everything is kept under the data directory and
 // survives a restart.
-func Dev(ctx context.Context, args []string, env Env) error {
-	return stopped(ctx, runDev(ctx, args, env))
+func (p Program) Dev(ctx context.Context, args []string, env Env) error {
+	return stopped(ctx, p.runDev(ctx, args, env))
 }
 
-func runDev(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog dev", "Run eventlog with no servers: embedded Kafka-protocol broker, SQLite store, writer, projector and HTTP API.", env.Stderr)
+func (p Program) runDev(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("dev"), "Run everything with no servers: embedded Kafka-protocol broker, SQLite store, writer, projector and HTTP API.", env.Stderr)
 	var (
 		dataDir, brokerAddr, httpAddr, dsn, schema string
 		partitions                                 int
-		entities                                   = config.List{"example"}
 		c                                          codecFlags
 		l                                          logFlags
+		lim                                        limitFlags
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
@@ -43,11 +41,19 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&dsn, "postgres-dsn", "", "use PostgreSQL at this DSN instead of SQLite")
 	fs.StringVar(&schema, "postgres-schema", "public", "PostgreSQL schema, with -postgres-dsn")
 	fs.IntVar(&partitions, "partitions", 4, "partitions of each topic")
-	fs.Var(&entities, "entities", "entity types, comma-separated")
+	entities := p.entitiesFlag(fs, "entity types, comma-separated")
+	lim.register(fs)
 	fs.Secret("postgres-dsn")
 	c.register(fs)
 	l.register(fs)
 	if err := parse(fs, args, env); err != nil {
+		return err
+	}
+	if err := lim.check(); err != nil {
+		return UsageError{err}
+	}
+	d, err := p.domain(*entities)
+	if err != nil {
 		return err
 	}
 	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
@@ -73,7 +79,8 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: partitions, replication: -1}
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
-		Backend: backend, Kafka: k.service(log), Entities: entities, MapperOptions: mopts, Log: log, Metrics: reg,
+		Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg,
+		MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity,
 	})
 	if err != nil {
 		return err
@@ -81,53 +88,70 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
-	if devProjector != nil {
-		run, err := devProjector(ctx, backend, k.service(log), entities, mopts, log, reg, api)
-		if err != nil {
-			return err
-		}
-		runs = append(runs, run)
+	run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
+	if err != nil {
+		return err
 	}
-	printBanner(env, brokers[0], ln.Addr().String(), dataDir, backend.Name)
+	runs = append(runs, run)
+	p.printBanner(env, d, brokers[0], ln.Addr().String(), dataDir, backend.Name)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, run := range runs {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
 	err = g.Wait()
-	log.Info("eventlog dev stopped")
+	log.Info(p.name("dev") + " stopped")
 	return err
 }
 
-type (
-	eventsMapperOption = events.MapperOption
-	promRegistry       = prometheus.Registry
-)
-
-// devProjector, when set, adds the projector to the embedded mode.
-var devProjector func(ctx context.Context, b service.Backend, k service.Kafka, entities []string, mopts []eventsMapperOption, log *slog.Logger, reg *promRegistry, api *httpapi.Server) (func(context.Context) error, error)
-
-func printBanner(env Env, brokerAddr, httpAddr, dataDir, store string) {
+// printBanner says what runs and how to try it.
+func (p Program) printBanner(env Env, d *service.Domain, brokerAddr, httpAddr, dataDir, store string) {
 	host, port, _ := net.SplitHostPort(httpAddr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
 	}
 	api := "http://" + net.JoinHostPort(host, port)
-	fmt.Fprintf(env.Stdout, `eventlog is running.
+	self := invocation(p.Name)
+	var b strings.Builder
+	fmt.Fprintf(&b, `%s is running.
   Kafka broker  %s   (any Kafka client can connect)
   HTTP API      %s
   store         %s   (data in %s)
-
+  entity types  %s
+`, p.Name, brokerAddr, api, store, dataDir, strings.Join(d.EntityTypes(), ", "))
+	if slices.Contains(d.GenericTypes(), "example") {
+		fmt.Fprintf(&b, `
 Try it from another terminal:
-  eventlog send --kafka-brokers %s --type create --entity example --attr foo=bar
-  eventlog get --http-addr %s example <id printed above>
+  %[1]s send --type create --entity example --attr foo=bar
+  %[1]s get example <the id it printed>
+  curl '%[2]s/v1/read-models/example?foo="bar"'
 
 Or with kcat, any Kafka client:
-  echo '{"command_id":"'$(uuidgen)'","type":"create","entity":"example","entity_id":"'$(uuidgen)'","data":{"foo":"bar"}}' \
-    | kcat -P -b %s -t eventlog.commands
-  kcat -C -b %s -t eventlog.command-results -e
-  kcat -C -b %s -t eventlog.events.example -e -f '%%k %%h %%s\n'
+  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$(cat /proc/sys/kernel/random/uuid)'","data":{"foo":"bar"}}' \
+    | kcat -P -b %[3]s -t eventlog.commands
+  kcat -C -b %[3]s -t eventlog.command-results -e
+  kcat -C -b %[3]s -t eventlog.events.example -e -f '%%k %%h %%s\n'
+`, self, api, brokerAddr)
+	} else {
+		fmt.Fprintf(&b, `
+Send a command from another terminal:
+  %s send --entity <type> --type <command> --id <uuid> --data '{...}'
+`, self)
+	}
+	b.WriteString("\nStop with Ctrl-C; data survives a restart.\n")
+	fmt.Fprint(env.Stdout, b.String())
+}
 
-Stop with Ctrl-C; data survives a restart.
-`, brokerAddr, api, store, dataDir, brokerAddr, api, brokerAddr, brokerAddr, brokerAddr)
+// invocation returns how to run this program again from the shell that
+// started it: the path it was started by if it has one (./bin/eventlog),
+// else its name.
+func invocation(name string) string {
+	if len(os.Args) == 0 {
+		return name
+	}
+	a := os.Args[0]
+	if !strings.Contains(a, "/") || strings.Contains(a, "go-build") || strings.HasSuffix(a, ".test") {
+		return name
+	}
+	return a
 }

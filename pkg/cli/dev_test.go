@@ -193,7 +193,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"writer", "-bogus"}, 2, "flag provided but not defined"},
 		{[]string{"dev", "-log-level", "loud"}, 2, "-log-level"},
 		{[]string{"get", "example"}, 2, "want <entity> <id>"},
-		{[]string{"get", "example", uuid.NewString(), "--http-addr", "127.0.0.1:1"}, 1, "cannot reach eventlog's HTTP API"},
+		{[]string{"get", "example", uuid.NewString(), "--http-addr", "127.0.0.1:1"}, 1, "cannot reach the HTTP API"},
 		{[]string{"send", "--type", "update"}, 2, "-id is required"},
 		{[]string{"send", "--kafka-brokers", "127.0.0.1:1", "--timeout", "2s"}, 1, "is the broker running?"},
 		{[]string{"migrate"}, 2, "-postgres-dsn is required"},

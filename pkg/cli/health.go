@@ -10,8 +10,8 @@ import (
 
 // Health asks a running service whether it is ready: exit 0 if so, 1 if not. It
 // is the health check of container images that have no shell or curl.
-func Health(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog health", "Check that a running eventlog service is ready (GET /readyz).", env.Stderr)
+func (p Program) Health(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("health"), "Check that a running service is ready (GET /readyz).", env.Stderr)
 	var (
 		addr string
 		live bool

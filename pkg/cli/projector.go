@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 
@@ -16,13 +16,9 @@ import (
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 
-func init() {
-	extra["projector"] = command{Projector, "run the projector service (read models, persistence policy)"}
-}
-
 // readModelFor returns the read model kept in the backend's database.
 // close releases what the read model holds of its own.
-func readModelFor(ctx context.Context, b service.Backend, entities []string) (rm service.ReadModel, close func(), err error) {
+func readModelFor(ctx context.Context, b service.Backend, entities []string) (rm service.EntityReadModel, close func(), err error) {
 	switch rec := b.Recorder.(type) {
 	case *postgres.Recorder:
 		// AsyncCommit: a crash may lose the last commits, but each loses its
@@ -42,19 +38,18 @@ func readModelFor(ctx context.Context, b service.Backend, entities []string) (rm
 }
 
 // Projector runs the projector service.
-func Projector(ctx context.Context, args []string, env Env) error {
-	return stopped(ctx, runProjector(ctx, args, env))
+func (p Program) Projector(ctx context.Context, args []string, env Env) error {
+	return stopped(ctx, p.runProjector(ctx, args, env))
 }
 
-func runProjector(ctx context.Context, args []string, env Env) error {
-	fs := config.New("projector", "Consume events from Kafka and keep read models (and a persistent copy) current, exactly once in effect.", env.Stderr)
+func (p Program) runProjector(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("projector"), "Consume events from Kafka and keep read models (and a persistent copy) current, exactly once in effect.", env.Stderr)
 	var (
 		k                         kafkaFlags
 		s                         storeFlags
 		persist                   storeFlags
 		c                         codecFlags
 		l                         logFlags
-		entities                  = config.List{"example"}
 		httpAddr, group, policies string
 		consumers                 int
 		gf                        groupFlags
@@ -67,10 +62,10 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	fs.Secret("persist-postgres-dsn")
 	c.register(fs)
 	l.register(fs)
-	fs.Var(&entities, "entities", "entity types to project, comma-separated")
+	entities := p.entitiesFlag(fs, "entity types to project, comma-separated")
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (read models, projections, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
-	fs.StringVar(&policies, "read-model", "on", "keep the read model: on or off")
+	fs.StringVar(&policies, "read-model", "on", "keep the read models: on or off (off: only the persistence policy)")
 	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 4 with PostgreSQL, 1 with SQLite)")
 	gf.register(fs, "projector")
 	if err := parse(fs, args, env); err != nil {
@@ -90,6 +85,10 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	}
 	if policies == "off" && persist.dsn == "" && persist.sqlite == "" {
 		return UsageError{errors.New("nothing to do: -read-model off and no -persist-postgres-dsn or -persist-sqlite-path")}
+	}
+	d, err := p.domain(*entities)
+	if err != nil {
+		return err
 	}
 	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
@@ -115,7 +114,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 			consumers = 4 // the default partition count
 		}
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, NoDomainModels: policies == "off", Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)
@@ -132,7 +131,7 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	log.Info("projector started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", entities.String())
+	log.Info("projector started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", strings.Join(d.EntityTypes(), ","))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return run(gctx) })
 	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
@@ -144,8 +143,8 @@ func runProjector(ctx context.Context, args []string, env Env) error {
 // startProjector builds the projector service and adds its API to api.
 func startProjector(ctx context.Context, cfg service.ProjectorConfig, readModel bool, api *httpapi.Server) (func(context.Context) error, error) {
 	closeRM := func() {}
-	if readModel {
-		rm, c, err := readModelFor(ctx, cfg.Backend, cfg.Entities)
+	if types := cfg.Domain.GenericTypes(); readModel && len(types) > 0 {
+		rm, c, err := readModelFor(ctx, cfg.Backend, types)
 		if err != nil {
 			return nil, err
 		}
@@ -161,10 +160,4 @@ func startProjector(ctx context.Context, cfg service.ProjectorConfig, readModel 
 		defer closeRM()
 		return p.Run(ctx)
 	}, nil
-}
-
-func init() {
-	devProjector = func(ctx context.Context, b service.Backend, k service.Kafka, entities []string, mopts []eventsMapperOption, log *slog.Logger, reg *promRegistry, api *httpapi.Server) (func(context.Context) error, error) {
-		return startProjector(ctx, service.ProjectorConfig{Backend: b, Kafka: k, Entities: entities, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
-	}
 }

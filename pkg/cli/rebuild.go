@@ -5,87 +5,136 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 
 	"github.com/eventlog/eventlog/internal/config"
-	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
+	"github.com/eventlog/eventlog/pkg/projection/sqlmodel"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 
-func init() {
-	extra["rebuild"] = command{Rebuild, "rebuild a read model from the store's log while queries go on"}
+// RebuildResult is what `rebuild --json` prints for each read model.
+type RebuildResult struct {
+	ReadModel     string `json:"read_model"`
+	Notifications int64  `json:"notifications"`
+	Applied       int64  `json:"applied"`
+	Skipped       int64  `json:"skipped"`
+	Last          int64  `json:"last"`
 }
 
-// Rebuild replays the read model from the store's notification log (not from
+// Rebuild replays read models from the store's notification log (not from
 // Kafka) into new tables and swaps them in atomically; queries keep working.
-func Rebuild(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog rebuild", "Rebuild the PostgreSQL read model from the store's notification log, then swap it in atomically.", env.Stderr)
+func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("rebuild"), "Rebuild read models from the store's notification log into new tables, then swap them in atomically; queries and projectors go on.", env.Stderr)
 	var (
-		dsn, schema string
-		entities    = config.List{"example"}
-		c           codecFlags
-		asJSON      bool
+		s      storeFlags
+		c      codecFlags
+		asJSON bool
+		only   config.List
 	)
-	fs.StringVar(&dsn, "postgres-dsn", "", "PostgreSQL DSN of the store and read model (required)")
-	fs.StringVar(&schema, "postgres-schema", "public", "schema of eventlog's tables")
-	fs.Var(&entities, "entities", "entity types to rebuild, comma-separated")
+	s.register(fs, ".eventlog/eventlog.db")
+	entities := p.entitiesFlag(fs, "entity types whose read model to rebuild, comma-separated")
+	fs.Var(&only, "read-model", "the read models to rebuild, comma-separated (default: every one; "+service.ProjectionReadModel+" is the generic entity's)")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON, no progress bar")
-	fs.Secret("postgres-dsn")
 	c.register(fs)
+	fs.Local("read-model", "json")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
-	if dsn == "" {
-		return UsageError{errors.New("-postgres-dsn is required (the SQLite read model of eventlog dev has no rebuild: delete its tables and restart)")}
+	d, err := p.domain(*entities)
+	if err != nil {
+		return err
 	}
 	mopts, err := c.options()
 	if err != nil {
 		return UsageError{err}
 	}
-	pool, err := postgres.Connect(ctx, dsn)
+	type job struct {
+		name string
+		run  func(progress func(done, total int64)) (sqlmodel.RebuildStats, error)
+	}
+	var jobs []job
+	s.migrate = true
+	backend, closeStore, err := s.open(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	rec, err := postgres.New(ctx, pool, postgres.Options{Schema: schema})
+	defer closeStore()
+	if err := c.bindStore(backend.Recorder); err != nil {
+		return err
+	}
+	reg, err := d.Events()
 	if err != nil {
 		return err
 	}
-	defer rec.Close()
-	if err := c.bindStore(rec); err != nil {
-		return err
-	}
-	reg := events.NewRegistry()
-	for _, typ := range entities {
-		if err := entity.Register(reg, typ); err != nil {
-			return UsageError{err}
+	mapper := events.NewMapper(reg, mopts...)
+	want := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
+	if types := d.GenericTypes(); len(types) > 0 && want(service.ProjectionReadModel) {
+		rec, ok := backend.Recorder.(*postgres.Recorder)
+		switch {
+		case ok:
+			rm, err := pgreadmodel.New(rec.Pool(), pgreadmodel.Options{Types: types, Schema: s.schema})
+			if err != nil {
+				return err
+			}
+			jobs = append(jobs, job{service.ProjectionReadModel, func(progress func(done, total int64)) (sqlmodel.RebuildStats, error) {
+				if err := rm.Migrate(ctx); err != nil {
+					return sqlmodel.RebuildStats{}, err
+				}
+				st, err := rm.Rebuild(ctx, rec, mapper, pgreadmodel.RebuildOptions{Progress: progress})
+				return sqlmodel.RebuildStats{Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped, Last: st.Last}, err
+			}})
+		case len(only) > 0:
+			return UsageError{errors.New("the generic entity's read model on SQLite has no rebuild: stop the projector, delete its readmodel_* tables and start it again")}
 		}
 	}
-	rm, err := pgreadmodel.New(pool, pgreadmodel.Options{Types: entities, Schema: schema})
-	if err != nil {
-		return err
+	for _, m := range d.ReadModels() {
+		if !want(m.Name) {
+			continue
+		}
+		rm, err := backend.ModelOf(m)
+		if err != nil {
+			return err
+		}
+		jobs = append(jobs, job{m.Name, func(progress func(done, total int64)) (sqlmodel.RebuildStats, error) {
+			return rm.Rebuild(ctx, backend.Recorder, backend.Recorder, mapper, sqlmodel.RebuildOptions{Progress: progress})
+		}})
 	}
-	if err := rm.Migrate(ctx); err != nil {
-		return err
+	for _, name := range only {
+		if !slices.ContainsFunc(jobs, func(j job) bool { return j.name == name }) {
+			return UsageError{fmt.Errorf("-read-model: no read model called %q to rebuild here", name)}
+		}
 	}
-	opts := pgreadmodel.RebuildOptions{}
-	var bar *progressBar
-	if !asJSON {
-		bar = newProgressBar(env.Stderr, "rebuild")
-		opts.Progress = func(done, total int64) { bar.set(done, total, "notification "+thousands(done)) }
+	if len(jobs) == 0 {
+		return UsageError{errors.New("no read model to rebuild")}
 	}
-	st, err := rm.Rebuild(ctx, rec, events.NewMapper(reg, mopts...), opts)
-	if bar != nil {
-		bar.finish()
-	}
-	if err != nil {
-		return err
+	var results []RebuildResult
+	for _, j := range jobs {
+		var bar *progressBar
+		var progress func(done, total int64)
+		if !asJSON {
+			bar = newProgressBar(env.Stderr, j.name)
+			progress = func(done, total int64) { bar.set(done, total, "notification "+thousands(done)) }
+		}
+		st, err := j.run(progress)
+		if bar != nil {
+			bar.finish()
+		}
+		if err != nil {
+			return fmt.Errorf("rebuild %s: %w", j.name, err)
+		}
+		results = append(results, RebuildResult{ReadModel: j.name, Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped, Last: st.Last})
+		if !asJSON {
+			fmt.Fprintf(env.Stdout, "rebuilt %s: %s events applied from %s notifications (%s skipped), complete up to notification %d\n",
+				j.name, thousands(st.Applied), thousands(st.Notifications), thousands(st.Skipped), st.Last)
+		}
 	}
 	if asJSON {
-		return json.NewEncoder(env.Stdout).Encode(st)
+		return json.NewEncoder(env.Stdout).Encode(results)
 	}
-	fmt.Fprintf(env.Stdout, "rebuilt %v: %s events applied from %s notifications (%s skipped), complete up to notification %d\n",
-		entities, thousands(st.Applied), thousands(st.Notifications), thousands(st.Skipped), st.Last)
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 
 // sqliteReadModel returns the read model kept in a SQLite store's file. Its
 // queries go through a connection pool of their own on that file.
-func sqliteReadModel(ctx context.Context, b service.Backend, entities []string) (service.ReadModel, func(), error) {
+func sqliteReadModel(ctx context.Context, b service.Backend, entities []string) (service.EntityReadModel, func(), error) {
 	if b.SQLitePath == "" {
 		return nil, nil, errors.New("the read model needs PostgreSQL or a SQLite file")
 	}

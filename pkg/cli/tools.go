@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,8 +44,8 @@ func (a attrFlag) Set(v string) error {
 }
 
 // Send builds a command from flags and produces it to Kafka.
-func Send(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog send", "Send a command over Kafka. Example:\n  eventlog send --type create --entity example --attr foo=bar --wait", env.Stderr)
+func (p Program) Send(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("send"), "Send a command over Kafka. Example:\n  "+p.name("send")+" --type create --entity example --attr foo=bar --wait", env.Stderr)
 	var (
 		k        kafkaFlags
 		typ, ent string
@@ -54,16 +55,19 @@ func Send(ctx context.Context, args []string, env Env) error {
 		timeout  time.Duration
 		asJSON   bool
 		attrs    = attrFlag{}
+		data     string
 	)
 	k.register(fs, "127.0.0.1:9092")
 	fs.StringVar(&typ, "type", "create", "command type: create, update, discard or a custom one")
 	fs.StringVar(&ent, "entity", "example", "entity type")
-	fs.StringVar(&id, "id", "", "entity id (a new one for create if empty)")
-	fs.Var(attrs, "attr", "attribute name=value (repeatable); JSON values are kept as JSON, others are strings")
+	fs.StringVar(&id, "id", "", "entity id (if empty, a new one, except for update and discard)")
+	fs.Var(attrs, "attr", "attribute name=value of the generic entity (repeatable); JSON values are kept as JSON, others are strings")
+	fs.StringVar(&data, "data", "", "the command's data, a JSON object (for commands of your own aggregates)")
 	fs.Int64Var(&expected, "expected-version", -1, "apply only if the entity is at this version (0: must not exist)")
 	fs.BoolVar(&wait, "wait", true, "wait for the command's result")
 	fs.DurationVar(&timeout, "timeout", 15*time.Second, "how long to wait for the result")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	fs.Local("type", "entity", "id", "attr", "data", "expected-version", "wait", "timeout", "json")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
@@ -75,19 +79,28 @@ func Send(ctx context.Context, args []string, env Env) error {
 	case id != "":
 		u, err := uuid.Parse(id)
 		if err != nil {
-			return UsageError{fmt.Errorf("-id %q is not a UUID", id)}
+			return UsageError{fmt.Errorf("-id %q is not a UUID: %v", id, err)}
 		}
 		cmd.EntityID = u
-	case typ == wire.TypeCreate:
-		cmd.EntityID = uuid.New()
-	default:
+	case typ == wire.TypeUpdate || typ == wire.TypeDiscard:
 		return UsageError{fmt.Errorf("-id is required for a %s command", typ)}
+	default:
+		cmd.EntityID = uuid.New()
 	}
 	if expected >= 0 {
 		cmd.ExpectedVersion = &expected
 	}
-	if len(attrs) > 0 {
+	switch {
+	case len(attrs) > 0 && data != "":
+		return UsageError{errors.New("give -attr or -data, not both")}
+	case len(attrs) > 0:
 		cmd.Data, _ = json.Marshal(map[string]json.RawMessage(attrs))
+	case data != "":
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(data), &obj); err != nil || obj == nil {
+			return UsageError{fmt.Errorf("-data must be a JSON object, for example '{\"amount\": 100}': %q", data)}
+		}
+		cmd.Data = json.RawMessage(data)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -103,7 +116,7 @@ func Send(ctx context.Context, args []string, env Env) error {
 	if !wait {
 		b, _ := json.Marshal(cmd)
 		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(cmd.EntityID.String()), Value: b}).FirstErr(); err != nil {
-			return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: eventlog dev)", k.brokers, err)
+			return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: %s)", k.brokers, err, p.name("dev"))
 		}
 		return printSent(env, cmd, asJSON)
 	}
@@ -119,9 +132,9 @@ func Send(ctx context.Context, args []string, env Env) error {
 	<-done
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no result for command %s within %s: is a writer running? (eventlog dev runs one)", cmd.CommandID, timeout)
+			return fmt.Errorf("no result for command %s within %s: is a writer running? (%s runs one)", cmd.CommandID, timeout, p.name("dev"))
 		}
-		return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: eventlog dev)", k.brokers, err)
+		return fmt.Errorf("cannot send to Kafka at %s: %w (is the broker running? start one with: %s)", k.brokers, err, p.name("dev"))
 	}
 	if asJSON {
 		return json.NewEncoder(env.Stdout).Encode(res)
@@ -159,7 +172,7 @@ func apiGet(ctx context.Context, base, path string, v any) error {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach eventlog's HTTP API at %s: %v (is eventlog dev or a writer running? check -http-addr)", base, err)
+		return fmt.Errorf("cannot reach the HTTP API at %s: %v (is a dev or writer service running? check -http-addr)", base, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -180,7 +193,7 @@ func entityArgs(fs *config.FlagSet) (string, uuid.UUID, error) {
 	}
 	id, err := uuid.Parse(fs.Arg(1))
 	if err != nil {
-		return "", uuid.Nil, UsageError{fmt.Errorf("%q is not a UUID", fs.Arg(1))}
+		return "", uuid.Nil, UsageError{fmt.Errorf("entity id %q is not a UUID: %v", fs.Arg(1), err)}
 	}
 	return fs.Arg(0), id, nil
 }
@@ -219,16 +232,17 @@ func isBoolFlag(fs *config.FlagSet, arg string) bool {
 }
 
 // Get shows an entity rebuilt from its events.
-func Get(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog get <entity> <id>", "Show an entity rebuilt from its events (through the HTTP API).", env.Stderr)
+func (p Program) Get(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("get")+" <entity> <id>", "Show an entity rebuilt from its events (through the HTTP API).", env.Stderr)
 	var (
 		addr    string
 		version int64
 		asJSON  bool
 	)
-	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "eventlog's HTTP API")
+	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
 	fs.Int64Var(&version, "version", 0, "show the entity as it was at this version")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	fs.Local("version", "json")
 	if err := parseWithArgs(fs, args, env); err != nil {
 		return err
 	}
@@ -248,6 +262,13 @@ func Get(ctx context.Context, args []string, env Env) error {
 		return json.NewEncoder(env.Stdout).Encode(e)
 	}
 	fmt.Fprintf(env.Stdout, "%s %s  version %d\n", e.Entity, e.ID, e.Version)
+	if e.State != nil {
+		var b bytes.Buffer
+		if json.Indent(&b, e.State, "  ", "  ") == nil {
+			fmt.Fprintf(env.Stdout, "  %s\n", b.String())
+		}
+		return nil
+	}
 	names := make([]string, 0, len(e.Attributes))
 	for n := range e.Attributes {
 		names = append(names, n)
@@ -260,14 +281,15 @@ func Get(ctx context.Context, args []string, env Env) error {
 }
 
 // Events lists the stored events of one entity.
-func Events(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog events <entity> <id>", "List the stored events of one entity (through the HTTP API).", env.Stderr)
+func (p Program) Events(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("events")+" <entity> <id>", "List the stored events of one entity (through the HTTP API).", env.Stderr)
 	var (
 		addr   string
 		asJSON bool
 	)
-	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "eventlog's HTTP API")
+	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	fs.Local("json")
 	if err := parseWithArgs(fs, args, env); err != nil {
 		return err
 	}
@@ -291,8 +313,8 @@ func Events(ctx context.Context, args []string, env Env) error {
 }
 
 // Tail follows events live from Kafka.
-func Tail(ctx context.Context, args []string, env Env) error {
-	fs := config.New("eventlog tail", "Follow events live from Kafka (every entity type, or one).", env.Stderr)
+func (p Program) Tail(ctx context.Context, args []string, env Env) error {
+	fs := config.New(p.name("tail"), "Follow events live from Kafka (every entity type, or one).", env.Stderr)
 	var (
 		k         kafkaFlags
 		ent       string
@@ -305,6 +327,7 @@ func Tail(ctx context.Context, args []string, env Env) error {
 	fs.BoolVar(&fromStart, "from-start", false, "start at the oldest event instead of now")
 	fs.IntVar(&limit, "n", 0, "stop after this many events (0: follow until interrupted)")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per event")
+	fs.Local("entity", "from-start", "n", "json")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}

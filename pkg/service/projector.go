@@ -18,7 +18,6 @@ import (
 
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
-	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection"
@@ -26,9 +25,9 @@ import (
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
-// A ReadModel keeps the generic entity's state queryable (pgreadmodel, or the
-// SQLite one) and is the policy that keeps it current.
-type ReadModel interface {
+// An EntityReadModel keeps the generic entity's state queryable (pgreadmodel,
+// or the SQLite one) and is the policy that keeps it current.
+type EntityReadModel interface {
 	projection.Policy
 	Get(ctx context.Context, typ string, id uuid.UUID) (readmodel.Row, error)
 	List(ctx context.Context, typ string, q readmodel.Query) ([]readmodel.Row, error)
@@ -38,11 +37,20 @@ type ReadModel interface {
 type ProjectorConfig struct {
 	// Backend is where the read model, its tracking and its dead letters are
 	// committed together; it is also the source that fills gaps.
-	Backend  Backend
-	Kafka    Kafka
+	Backend Backend
+	Kafka   Kafka
+	// Domain is what the projector projects: the read models and process
+	// applications of the domain, each a projection of its own, over the
+	// events of its entity types. Nil: the generic entity of Entities.
+	Domain *Domain
+	// Entities, without a Domain, are the generic entity's types.
 	Entities []string
-	// ReadModel is the read-model policy. Nil runs no read model.
-	ReadModel ReadModel
+	// ReadModel is the built-in read model of the domain's generic entity
+	// types. Nil runs none.
+	ReadModel EntityReadModel
+	// NoDomainModels turns the domain's read models, process applications
+	// and policies off (another projector runs them).
+	NoDomainModels bool
 	// Persistence, if set, receives a copy of every event (the persistence
 	// policy), with its own tracking there.
 	Persistence *Backend
@@ -71,6 +79,7 @@ type ProjectorConfig struct {
 type projectionRun struct {
 	runner    *projection.Runner
 	consumers []*kafka.Consumer
+	topics    []string
 }
 
 // consumerStats sums the stats of the run's consumers.
@@ -90,10 +99,13 @@ func (r projectionRun) consumerStats() kafka.ConsumerStats {
 // Projector is the projector service.
 type Projector struct {
 	cfg    ProjectorConfig
+	domain *Domain
 	runs   []projectionRun
-	topics []string
+	topics []string // every run's
 	admin  *kadm.Client
 	client *kgo.Client
+	// models are the domain's read models, with their readers.
+	models []runningModel
 
 	mu  sync.Mutex
 	lag map[string]*partitionLag // by name/topic/partition
@@ -129,24 +141,37 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 	if cfg.Consumers <= 0 {
 		cfg.Consumers = 1
 	}
-	if len(cfg.Entities) == 0 {
-		return nil, errors.New("no entity types: name at least one (--entities example)")
+	d := cfg.Domain
+	if d == nil {
+		if len(cfg.Entities) == 0 {
+			return nil, errors.New("no entity types: name at least one (--entities example)")
+		}
+		d = GenericDomain(cfg.Entities...)
 	}
-	if cfg.ReadModel == nil && cfg.Persistence == nil {
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.NoDomainModels {
+		d = d.withoutModels()
+	}
+	if cfg.ReadModel == nil && cfg.Persistence == nil && !d.hasModels() {
 		return nil, errors.New("no policy: run the read model, the persistence policy, or both")
 	}
-	reg := events.NewRegistry()
-	for _, typ := range cfg.Entities {
-		if err := entity.Register(reg, typ); err != nil {
-			return nil, fmt.Errorf("entity type %q: %w", typ, err)
-		}
+	reg, err := d.Events()
+	if err != nil {
+		return nil, err
 	}
 	mapper := events.NewMapper(reg, cfg.MapperOptions...)
-	p := &Projector{cfg: cfg, lag: make(map[string]*partitionLag)}
-	for _, typ := range cfg.Entities {
-		p.topics = append(p.topics, cfg.Kafka.Topics.Events(typ))
+	p := &Projector{cfg: cfg, domain: d, lag: make(map[string]*partitionLag)}
+	topicsOf := func(types []string) []string {
+		var out []string
+		for _, typ := range types {
+			out = append(out, cfg.Kafka.Topics.Events(typ))
+		}
+		return out
 	}
-	var err error
+	all := topicsOf(d.EntityTypes())
+	p.topics = all
 	p.client, err = kgo.NewClient(cfg.Kafka.ClientOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
@@ -156,14 +181,14 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		p.client.Close()
 		return nil, err
 	}
-	add := func(name string, target Backend, policy projection.Policy, source projection.Source) error {
+	add := func(name string, target Backend, policy projection.Policy, source projection.Source, topics []string, unguarded bool) error {
 		r, err := projection.NewRunner(target.Recorder, projection.Config{
-			Name: name, Policy: policy, Mapper: mapper, Source: source, Logger: cfg.Log,
+			Name: name, Policy: policy, Mapper: mapper, Source: source, Logger: cfg.Log, Unguarded: unguarded,
 		})
 		if err != nil {
 			return err
 		}
-		run := projectionRun{runner: r}
+		run := projectionRun{runner: r, topics: topics}
 		var observe []func([]wire.Record, time.Time)
 		if cfg.Metrics != nil {
 			observe = append(observe, metrics.Projection(cfg.Metrics, name, r.Stats))
@@ -186,7 +211,7 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		}
 		for range cfg.Consumers {
 			c, err := kafka.NewConsumer(kafka.ConsumerConfig{
-				Name: name, Group: cfg.Group + "-" + name, Topics: p.topics, ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), Logger: cfg.Log,
+				Name: name, Group: cfg.Group + "-" + name, Topics: topics, ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), Logger: cfg.Log,
 				SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: heartbeat(cfg.SessionTimeout),
 			}, h, r)
 			if err != nil {
@@ -201,13 +226,31 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		return nil
 	}
 	if cfg.ReadModel != nil {
-		if err := add("readmodel", cfg.Backend, cfg.ReadModel, cfg.Backend.Recorder); err != nil {
+		if err := add(ProjectionReadModel, cfg.Backend, cfg.ReadModel, cfg.Backend.Recorder, topicsOf(d.GenericTypes()), false); err != nil {
 			p.client.Close()
 			return nil, err
 		}
 	}
 	if cfg.Persistence != nil {
-		if err := add("persistence", *cfg.Persistence, projection.PersistencePolicy{}, cfg.Backend.Recorder); err != nil {
+		if err := add(ProjectionPersistence, *cfg.Persistence, projection.PersistencePolicy{}, cfg.Backend.Recorder, all, false); err != nil {
+			p.client.Close()
+			return nil, err
+		}
+	}
+	for _, m := range d.ReadModels() {
+		rm, err := openModel(ctx, cfg.Backend, m)
+		if err != nil {
+			p.client.Close()
+			return nil, err
+		}
+		if err := add(m.Name, cfg.Backend, rm.model, cfg.Backend.Recorder, topicsOf(m.Entities), false); err != nil {
+			p.client.Close()
+			return nil, err
+		}
+		p.models = append(p.models, rm)
+	}
+	for _, pol := range d.Policies() {
+		if err := add(pol.Name, cfg.Backend, pol.Policy, cfg.Backend.Recorder, topicsOf(pol.Entities), pol.Unguarded); err != nil {
 			p.client.Close()
 			return nil, err
 		}
@@ -269,6 +312,9 @@ func (p *Projector) measureLag(ctx context.Context) {
 	})
 	for _, r := range p.runs {
 		for _, k := range found {
+			if !slices.Contains(r.topics, k.topic) {
+				continue
+			}
 			end, _ := ends.Lookup(k.topic, k.part)
 			pos, err := r.runner.Tracking(ctx, r.runner.Name(), k.topic, k.part)
 			if err != nil {
@@ -339,11 +385,16 @@ func (p *Projector) API(s *httpapi.Server) {
 		if prev != nil {
 			prev(mux)
 		}
-		rm := &httpapi.ReadModels{Log: s.Log, Types: p.cfg.Entities, Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() },
+		rm := &httpapi.ReadModels{Log: s.Log, Types: p.domain.GenericTypes(), Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() },
 			Forgotten: httpapi.ForgottenIn(p.cfg.Backend.Recorder)}
 		if p.cfg.ReadModel != nil {
 			rm.Model = p.cfg.ReadModel
 		}
 		rm.Routes(mux)
+		for _, m := range p.models {
+			if m.routes != nil {
+				m.routes(mux, m.reader)
+			}
+		}
 	}
 }

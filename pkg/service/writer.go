@@ -35,6 +35,9 @@ type Backend struct {
 	Name string
 	// SQLitePath is the database file of a SQLite backend.
 	SQLitePath string
+	// Schema is the PostgreSQL schema of a PostgreSQL backend's tables, where
+	// read models keep theirs too.
+	Schema string
 }
 
 // Ready checks the backend can answer.
@@ -55,8 +58,12 @@ type Kafka struct {
 
 // WriterConfig configures a writer service.
 type WriterConfig struct {
-	Backend  Backend
-	Kafka    Kafka
+	Backend Backend
+	Kafka   Kafka
+	// Domain holds the entity types the writer takes commands for. Nil: the
+	// generic entity of Entities.
+	Domain *Domain
+	// Entities, without a Domain, are the generic entity's types.
 	Entities []string
 	// Group is the writers' consumer group (default "eventlog-writer").
 	Group string
@@ -110,18 +117,24 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	if cfg.Group == "" {
 		cfg.Group = "eventlog-writer"
 	}
-	if len(cfg.Entities) == 0 {
-		return nil, errors.New("no entity types: name at least one (--entities example)")
+	d := cfg.Domain
+	if d == nil {
+		if len(cfg.Entities) == 0 {
+			return nil, errors.New("no entity types: name at least one (--entities example)")
+		}
+		d = GenericDomain(cfg.Entities...)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
 	}
 	if err := cfg.Kafka.Topics.Validate(); err != nil {
 		return nil, err
 	}
-	reg := command.NewRegistry(events.NewRegistry())
-	for _, typ := range cfg.Entities {
-		if err := command.RegisterEntityLimits(reg, typ, cfg.EntityLimits); err != nil {
-			return nil, fmt.Errorf("entity type %q: %w", typ, err)
-		}
+	reg, err := d.registry(cfg.EntityLimits)
+	if err != nil {
+		return nil, err
 	}
+	types := d.EntityTypes()
 	mapper := events.NewMapper(reg.Events(), cfg.MapperOptions...)
 	w := &Writer{cfg: cfg, registry: reg}
 
@@ -134,7 +147,6 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 			onBatch = record
 		}
 	}
-	var err error
 	w.writer, err = command.NewWriter(cfg.Backend.Recorder, reg, mapper, command.WriterConfig{
 		CacheSize: cfg.CacheSize, Snapshots: cfg.Backend.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
 		MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
@@ -148,15 +160,15 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	// The relay learns each destination topic's max.message.bytes, so that a
 	// topic configured for large records (the dead letters of oversized
 	// commands, say) gets them whole.
-	limits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
+	topicLimits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
 	clientOpts := append(append([]kgo.Opt{}, cfg.Kafka.ClientOptions...), kafka.RelayClientOptions()...)
-	clientOpts = append(clientOpts, limits.ClientOption())
+	clientOpts = append(clientOpts, topicLimits.ClientOption())
 	w.client, err = kgo.NewClient(clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	adm := kadm.NewClient(w.client)
-	topics := kafka.TopicNames(cfg.Kafka.Topics, cfg.Entities...)
+	topics := kafka.TopicNames(cfg.Kafka.Topics, types...)
 	if err := ensureTopics(ctx, adm, topics, cfg.Kafka); err != nil {
 		w.client.Close()
 		return nil, err
@@ -172,7 +184,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	if !cfg.NoRelay {
 		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
-			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: limits,
+			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: topicLimits,
 			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
 		})
 		if err != nil {
@@ -185,8 +197,8 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		w.client.Close()
 		return nil, err
 	}
-	w.entities, err = httpapi.NewEntities(store.NewEventStore(mapper, cfg.Backend.Recorder), cfg.Backend.Recorder, cfg.Entities,
-		store.RepositoryConfig{CacheSize: 1024})
+	es := store.NewEventStore(mapper, cfg.Backend.Recorder)
+	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: 1024})
 	if err != nil {
 		w.client.Close()
 		return nil, err

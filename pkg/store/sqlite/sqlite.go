@@ -350,3 +350,8 @@ func (r *Recorder) usable() error {
 	}
 	return nil
 }
+
+// ReadDB returns the Recorder's pool of read connections, for queries of
+// tables kept in the same file (read models). It belongs to the Recorder:
+// do not close it, and do not write through it.
+func (r *Recorder) ReadDB() *sql.DB { return r.rdb }
