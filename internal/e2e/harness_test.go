@@ -25,8 +25,8 @@ import (
 
 	ebroker "github.com/eventlog/eventlog/internal/broker"
 	"github.com/eventlog/eventlog/internal/pgtest"
-	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/store/sqlite"

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
+	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
 )

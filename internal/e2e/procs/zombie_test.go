@@ -19,12 +19,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
-	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
