@@ -5,4 +5,4 @@ package main
 
 import "github.com/eventlog/eventlog/pkg/cli"
 
-func main() { cli.Exec("projector", cli.Projector) }
+func main() { cli.Exec("projector", cli.Program{Name: "projector"}.Projector) }

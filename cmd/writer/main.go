@@ -5,4 +5,4 @@ package main
 
 import "github.com/eventlog/eventlog/pkg/cli"
 
-func main() { cli.Exec("writer", cli.Writer) }
+func main() { cli.Exec("writer", cli.Program{Name: "writer"}.Writer) }

@@ -199,8 +199,9 @@ func ResultItem(r Result) (events.SequencedItem, error) {
 
 // CommandItem returns the outbox item of a command to send: the relay
 // produces its state, the command's envelope, to the commands topic keyed by
-// the entity id. Its sequence id is the command id, at position 0, so the same
-// command stored twice conflicts.
+// the entity id. Its sequence id is CommandItemID(c.CommandID), at position
+// 0, so the same command stored twice conflicts. (The command id itself is
+// the sequence of the command's result.)
 func CommandItem(c Command) (events.SequencedItem, error) {
 	if c.CommandID == uuid.Nil || c.EntityID == uuid.Nil || c.Type == "" || c.Entity == "" {
 		return events.SequencedItem{}, fmt.Errorf("%w: a command to send needs command_id, type, entity and entity_id", ErrEnvelope)
@@ -212,7 +213,16 @@ func CommandItem(c Command) (events.SequencedItem, error) {
 	if err != nil {
 		return events.SequencedItem{}, err
 	}
-	return events.SequencedItem{SequenceID: c.CommandID, Position: 0, Topic: CommandItemTopic, State: b, Codec: events.CodecJSON}, nil
+	return events.SequencedItem{SequenceID: CommandItemID(c.CommandID), Position: 0, Topic: CommandItemTopic, State: b, Codec: events.CodecJSON}, nil
+}
+
+// commandItemSpace is the UUID namespace of CommandItemID.
+var commandItemSpace = uuid.MustParse("5c0f9a7e-6b1d-4e08-9d2a-7f3e1b4c8a61")
+
+// CommandItemID is the sequence id of the outbox item of the command called
+// commandID.
+func CommandItemID(commandID uuid.UUID) uuid.UUID {
+	return uuid.NewSHA1(commandItemSpace, commandID[:])
 }
 
 // commandSpace is the UUID namespace of the command ids CausedCommandID

@@ -425,11 +425,11 @@ func storeCommands(ctx context.Context, tx store.Tx, cmds []wire.Command) error 
 	if len(cmds) == 0 {
 		return nil
 	}
-	have := map[uuid.UUID]bool{}
+	have := map[uuid.UUID]bool{} // by outbox item id
 	if sr, ok := tx.(store.SequencesReader); ok {
 		q := make(map[uuid.UUID]store.Query, len(cmds))
 		for _, c := range cmds {
-			q[c.CommandID] = store.Query{Limit: 1}
+			q[wire.CommandItemID(c.CommandID)] = store.Query{Limit: 1}
 		}
 		got, err := sr.SelectSequences(ctx, q)
 		if err != nil {
@@ -440,19 +440,21 @@ func storeCommands(ctx context.Context, tx store.Tx, cmds []wire.Command) error 
 		}
 	} else {
 		for _, c := range cmds {
-			got, err := tx.SelectEvents(ctx, c.CommandID, store.Query{Limit: 1})
+			id := wire.CommandItemID(c.CommandID)
+			got, err := tx.SelectEvents(ctx, id, store.Query{Limit: 1})
 			if err != nil {
 				return fmt.Errorf("sqlmodel: read the outbox: %w", err)
 			}
-			have[c.CommandID] = len(got) > 0
+			have[id] = len(got) > 0
 		}
 	}
 	var items []store.SequencedItem
 	for _, c := range cmds {
-		if have[c.CommandID] {
+		id := wire.CommandItemID(c.CommandID)
+		if have[id] {
 			continue
 		}
-		have[c.CommandID] = true // emitted twice in this batch
+		have[id] = true // emitted twice in this batch
 		it, err := wire.CommandItem(c)
 		if err != nil {
 			return projection.Permanent(err)
