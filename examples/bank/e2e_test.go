@@ -153,14 +153,14 @@ func ready(t *testing.T, addr string) {
 	})
 }
 
-// store is where the writer and the projector keep their data.
-type store struct {
+// backend is where the writer and the projector keep their data.
+type backend struct {
 	name  string
 	flags []string
 }
 
-func stores(t *testing.T) []store {
-	out := []store{{name: "sqlite"}}
+func backends(t *testing.T) []backend {
+	out := []backend{{name: "sqlite"}}
 	dsn := os.Getenv("EVENTLOG_TEST_POSTGRES_DSN")
 	if dsn == "" {
 		if os.Getenv("EVENTLOG_REQUIRE_POSTGRES") == "1" {
@@ -169,7 +169,7 @@ func stores(t *testing.T) []store {
 		t.Log("EVENTLOG_TEST_POSTGRES_DSN is not set: the bank runs on SQLite only")
 		return out
 	}
-	return append(out, store{name: "postgres", flags: []string{"-postgres-dsn", dsn}})
+	return append(out, backend{name: "postgres", flags: []string{"-postgres-dsn", dsn}})
 }
 
 // TestBankEndToEnd runs the bank as separate broker, writer and projector
@@ -189,14 +189,14 @@ func TestBankEndToEnd(t *testing.T) {
 	if testing.Short() {
 		transfers, kills = 200, 1
 	}
-	for _, st := range stores(t) {
+	for _, st := range backends(t) {
 		t.Run(st.name, func(t *testing.T) {
 			runBank(t, st, rand.New(rand.NewPCG(seed, 1)), accounts, transfers, kills)
 		})
 	}
 }
 
-func runBank(t *testing.T, st store, rng *rand.Rand, nAccounts, nTransfers, kills int) {
+func runBank(t *testing.T, st backend, rng *rand.Rand, nAccounts, nTransfers, kills int) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	storeFlags := st.flags

@@ -88,11 +88,13 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
-	run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
-	if err != nil {
-		return err
+	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
+		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
+		if err != nil {
+			return err
+		}
+		runs = append(runs, run)
 	}
-	runs = append(runs, run)
 	p.printBanner(env, d, brokers[0], ln.Addr().String(), dataDir, backend.Name)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, run := range runs {

@@ -433,9 +433,11 @@ func (d *Domain) commands(limits entity.Limits) (*command.Registry, error) {
 	return reg, nil
 }
 
-// registry returns a command registry of every entity type, with limits for
-// the generic entity's.
-func (d *Domain) registry(limits entity.Limits) (*command.Registry, error) {
+// Registry returns a command registry of every entity type of the domain,
+// with limits for the generic entity's (zero fields: entity.DefaultLimits):
+// what the writer runs. With command.NewWriter on a memory store it runs the
+// domain's command handlers in a unit test, with no Kafka.
+func (d *Domain) Registry(limits entity.Limits) (*command.Registry, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.commands(limits)

@@ -130,7 +130,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	if err := cfg.Kafka.Topics.Validate(); err != nil {
 		return nil, err
 	}
-	reg, err := d.registry(cfg.EntityLimits)
+	reg, err := d.Registry(cfg.EntityLimits)
 	if err != nil {
 		return nil, err
 	}
