@@ -265,11 +265,23 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body must be one JSON command envelope: %v", err)
 		return
 	}
-	// A convenience: the server fills in a missing command id.
+	// A convenience: the server fills in a missing command id, and a missing
+	// entity id of a command that is not an update or a discard (a new
+	// entity), as `eventlog send` does.
 	var m map[string]json.RawMessage
-	if json.Unmarshal(raw, &m) == nil {
+	if json.Unmarshal(raw, &m) == nil && m != nil {
+		changed := false
 		if _, ok := m["command_id"]; !ok {
 			m["command_id"], _ = json.Marshal(uuid.New())
+			changed = true
+		}
+		var typ string
+		_ = json.Unmarshal(m["type"], &typ)
+		if _, ok := m["entity_id"]; !ok && typ != "" && typ != wire.TypeUpdate && typ != wire.TypeDiscard {
+			m["entity_id"], _ = json.Marshal(uuid.New())
+			changed = true
+		}
+		if changed {
 			raw, _ = json.Marshal(m)
 		}
 	}

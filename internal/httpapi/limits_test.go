@@ -87,3 +87,19 @@ func TestNewHTTPServerTimeouts(t *testing.T) {
 		t.Fatalf("header timeout %s, read timeout %s, max header bytes %d", srv.ReadHeaderTimeout, srv.ReadTimeout, srv.MaxHeaderBytes)
 	}
 }
+
+// A create may leave command_id and entity_id out: the server makes them. An
+// update may not leave entity_id out.
+func TestPostCommandFillsIDs(t *testing.T) {
+	sender := &acceptAll{}
+	h := (&httpapi.Server{Log: slog.New(slog.DiscardHandler), Commands: sender}).Handler()
+	code, body := post(t, h, []byte(`{"type":"create","entity":"example","data":{"foo":"bar"}}`))
+	var res wire.Result
+	if err := json.Unmarshal([]byte(body), &res); err != nil || code != http.StatusOK || res.CommandID == uuid.Nil || res.EntityID == uuid.Nil {
+		t.Fatalf("a create without ids: %d %s", code, body)
+	}
+	code, body = post(t, h, []byte(`{"type":"update","entity":"example","data":{"foo":"bar"}}`))
+	if code != http.StatusBadRequest || !strings.Contains(body, "entity_id is missing") {
+		t.Fatalf("an update without entity_id: %d %s", code, body)
+	}
+}
