@@ -162,6 +162,9 @@ type backend struct {
 func backends(t *testing.T) []backend {
 	out := []backend{{name: "sqlite"}}
 	dsn := os.Getenv("EVENTLOG_TEST_POSTGRES_DSN")
+	if dsn == "" && localPostgres() {
+		dsn = localDSN
+	}
 	if dsn == "" {
 		if os.Getenv("EVENTLOG_REQUIRE_POSTGRES") == "1" {
 			t.Fatal("EVENTLOG_REQUIRE_POSTGRES=1 but EVENTLOG_TEST_POSTGRES_DSN is not set")
@@ -170,6 +173,21 @@ func backends(t *testing.T) []backend {
 		return out
 	}
 	return append(out, backend{name: "postgres", flags: []string{"-postgres-dsn", dsn}})
+}
+
+// localDSN is the PostgreSQL tried when EVENTLOG_TEST_POSTGRES_DSN is not
+// set, as eventlog's own tests do.
+const localDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable&connect_timeout=1"
+
+func localPostgres() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, localDSN)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx) == nil
 }
 
 // TestBankEndToEnd runs the bank as separate broker, writer and projector

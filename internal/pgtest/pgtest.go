@@ -4,10 +4,12 @@
 // The server is, in order:
 //
 //  1. the one at EVENTLOG_TEST_POSTGRES_DSN, if set;
-//  2. otherwise a testcontainers-go PostgreSQL container, started once per
+//  2. otherwise the local server at LocalDSN, if it answers within a second
+//     (so that `make test` on a machine with PostgreSQL runs every test);
+//  3. otherwise a testcontainers-go PostgreSQL container, started once per
 //     test binary, if a Docker engine answers within a second (the container is
 //     removed by testcontainers' reaper when the binary exits);
-//  3. otherwise none: the test is skipped with a message saying how to set the
+//  4. otherwise none: the test is skipped with a message saying how to set the
 //     DSN, or fails if EVENTLOG_REQUIRE_POSTGRES=1 (as in CI).
 //
 // Schemas are named after the process id (evt_<pid>_<random>_<test>), so tests
@@ -43,6 +45,8 @@ const (
 	EnvRequire = "EVENTLOG_REQUIRE_POSTGRES"
 	// ContainerImage is the image started where a Docker engine answers.
 	ContainerImage = "postgres:16-alpine"
+	// LocalDSN is the server tried when EnvDSN is not set.
+	LocalDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable&connect_timeout=1"
 )
 
 var (
@@ -72,6 +76,10 @@ func findServer() {
 		serverDSN = dsn
 		return
 	}
+	if answers(LocalDSN) {
+		serverDSN = LocalDSN
+		return
+	}
 	host, ok := dockerEngine()
 	if !ok {
 		serverWhy = EnvDSN + " is not set and no Docker engine answers for testcontainers"
@@ -98,6 +106,19 @@ func findServer() {
 		return
 	}
 	serverDSN = dsn
+}
+
+// answers reports whether a PostgreSQL server at dsn takes a connection
+// within a second or two.
+func answers(dsn string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(ctx)
+	return conn.Ping(ctx) == nil
 }
 
 // dockerEngine reports a Docker engine that answers /_ping within a second, on
