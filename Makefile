@@ -13,8 +13,9 @@ export GOEXPERIMENT
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
-run: ## run eventlog with no servers needed
-	$(GO) run ./cmd/eventlog dev
+run: ## build ./bin/eventlog and run it with no servers needed
+	$(GO) build -o bin/eventlog ./cmd/eventlog
+	./bin/eventlog dev
 
 test: ## run every test (PostgreSQL tests need EVENTLOG_TEST_POSTGRES_DSN, else they skip)
 	$(GO) vet $(PKGS)

@@ -115,13 +115,13 @@ func (c *Config) Validate() error {
 
 // Stats counts what a runner committed since it was built.
 type Stats struct {
-	Batches     int64 // batches committed
-	Records     int64 // records in those batches
-	Applied     int64 // items passed to the policy in committed transactions
-	Duplicates  int64 // items skipped by the position guard
-	Repaired    int64 // items read from the source to fill gaps
-	DeadLetters int64 // poison events recorded as dead letters
-	Retries     int64 // transactions rolled back to take a poison event out
+	Batches     int64 `json:"batches"`      // batches committed
+	Records     int64 `json:"records"`      // records in those batches
+	Applied     int64 `json:"applied"`      // items passed to the policy in committed transactions
+	Duplicates  int64 `json:"duplicates"`   // items skipped by the position guard
+	Repaired    int64 `json:"repaired"`     // items read from the source to fill gaps
+	DeadLetters int64 `json:"dead_letters"` // poison events recorded as dead letters
+	Retries     int64 `json:"retries"`      // transactions rolled back to take a poison event out
 }
 
 // A Runner applies batches of event records to a policy, exactly once in
