@@ -113,7 +113,7 @@ func DecodeCommand(b []byte, maxSize int) (Command, error) {
 		return c, fmt.Errorf("%w: %d bytes, more than the limit of %d", ErrEnvelope, len(b), maxSize)
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
-		return Command{}, fmt.Errorf("%w: %v", ErrEnvelope, err)
+		return Command{}, fmt.Errorf("%w: %v", ErrEnvelope, fieldError(b, err))
 	}
 	switch {
 	case c.CommandID == uuid.Nil:
@@ -293,6 +293,24 @@ func DecodeDeadLetter(b []byte) (DeadLetter, error) {
 		return d, fmt.Errorf("wire: dead letter: %w", err)
 	}
 	return d, nil
+}
+
+// fieldError names the field of an envelope that did not decode, where the
+// decoder's error does not (a UUID's "invalid UUID length: 10").
+func fieldError(b []byte, err error) error {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(b, &fields) != nil {
+		return err
+	}
+	for _, name := range []string{"command_id", "entity_id"} {
+		if raw, ok := fields[name]; ok {
+			var id uuid.UUID
+			if ferr := json.Unmarshal(raw, &id); ferr != nil {
+				return fmt.Errorf("%s: %v", name, ferr)
+			}
+		}
+	}
+	return err
 }
 
 // A Record is a consumed Kafka record, as the Kafka adapter hands it to the code

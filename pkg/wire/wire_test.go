@@ -134,3 +134,16 @@ func TestEventHeadersRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// An id that does not decode is named in the error.
+func TestDecodeCommandNamesTheField(t *testing.T) {
+	for field, body := range map[string]string{
+		"entity_id":  `{"command_id":"` + uuid.NewString() + `","type":"create","entity":"example","entity_id":"not-a-uuid"}`,
+		"command_id": `{"command_id":"1234","type":"create","entity":"example","entity_id":"` + uuid.NewString() + `"}`,
+	} {
+		_, err := wire.DecodeCommand([]byte(body), 0)
+		if !errors.Is(err, wire.ErrEnvelope) || !strings.Contains(err.Error(), field+": invalid UUID length") {
+			t.Errorf("bad %s: %v", field, err)
+		}
+	}
+}
