@@ -25,10 +25,12 @@
 //   - One bad command never fails the others. A record that is not a command
 //     envelope (not JSON, a missing field, too large, command_id equal to
 //     entity_id) becomes a dead letter: the record unchanged, with the reason and
-//     its source topic, partition and offset. An unknown entity or command type, or
-//     data of the wrong shape, gives an invalid result; a command the entity
-//     refuses (update of a discarded or missing entity, invalid attributes, an
-//     overdraft) a rejected one; an expected_version other than the entity's
+//     its source topic, partition and offset. An unknown entity or command type,
+//     data of the wrong shape, or input the handler finds malformed (any error
+//     wrapping ErrInvalid, such as a bad attribute name or more attributes than
+//     the entity's limits) gives an invalid result; a command the entity
+//     refuses (update of a discarded or missing entity, an overdraft) a
+//     rejected one; an expected_version other than the entity's
 //     version (the number of its events; 0: it must not exist) a conflict. None
 //     of these stores an event.
 //   - Order. Commands are decided in record order; later commands of a batch see

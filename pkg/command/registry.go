@@ -23,8 +23,11 @@ import (
 // rejects the command.
 var (
 	// ErrInvalid reports a command the writer cannot interpret: an unknown entity
-	// or command type, or data of the wrong shape. Its result is invalid.
-	ErrInvalid = errors.New("command: invalid")
+	// or command type, data of the wrong shape, input the entity finds
+	// malformed or over a limit. Its result is invalid. It is
+	// events.ErrInvalid (and entity.ErrInvalid), so domain code that imports
+	// only package events can return it.
+	ErrInvalid = events.ErrInvalid
 	// ErrUnknownEntity reports a command for an entity type nobody registered.
 	ErrUnknownEntity = fmt.Errorf("%w: unknown entity type", ErrInvalid)
 	// ErrUnknownCommand reports a command type the entity type does not handle.

@@ -30,8 +30,10 @@ import (
 	"github.com/eventlog/eventlog/pkg/events"
 )
 
-// ErrInvalid reports a command with invalid input.
-var ErrInvalid = errors.New("entity: invalid command")
+// ErrInvalid reports a command with invalid input. It is events.ErrInvalid,
+// so command.ErrInvalid too: the writer gives such a command an invalid
+// result.
+var ErrInvalid = events.ErrInvalid
 
 // Event names, appended to the entity type to form topics.
 const (
