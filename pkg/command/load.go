@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
@@ -268,43 +267,19 @@ func (w *Writer) rebuild(ctx context.Context, wk *working) error {
 	return nil
 }
 
-// parallel runs fn(ctx, i) for i in [0, n) on up to ReadConcurrency goroutines
-// and returns the first error.
+// parallel runs fn(ctx, i) for i in [0, n), ReadConcurrency at a time, and
+// returns the first error; once one fails, the calls not started yet return
+// without running.
 func (w *Writer) parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	workers := min(w.cfg.ReadConcurrency, n)
-	if workers <= 1 || n < 4 {
-		for i := range n {
-			if err := fn(ctx, i); err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(w.cfg.ReadConcurrency)
+	for i := range n {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
 				return err
 			}
-		}
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		once     sync.Once
-		firstErr error
-	)
-	for range workers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-					return
-				}
-			}
+			return fn(gctx, i)
 		})
 	}
-	wg.Wait()
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	return firstErr
+	return g.Wait()
 }
