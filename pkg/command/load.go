@@ -162,67 +162,60 @@ func (w *Writer) loadStored(ctx context.Context, wk *working) error {
 // aggregate cannot be rebuilt from (another entity type's, a result's, or one
 // whose events do not replay) sets wk.reject; a store error is returned.
 func (w *Writer) fromStore(ctx context.Context, wk *working, last lookup) error {
-	k, id := wk.kind, wk.key.id
 	if !last.found {
-		wk.setAgg(k.newAgg())
+		wk.setAgg(wk.kind.newAgg())
 		return nil
 	}
-	if t := events.EntityOf(last.item.Topic); t != k.name {
-		wk.reject = takenError(id, last.item.Topic, k.name)
+	if taken(wk, last.item) {
 		return nil
 	}
-	agg, err := k.get(ctx, id)
+	agg, err := wk.kind.get(ctx, wk.key.id)
+	return adopt(wk, last.item, agg, err)
+}
+
+// replay sets wk's aggregate, rebuilt by the repository from items, the whole
+// history of its sequence: what fromStore does without snapshots, once the
+// items are read.
+func (w *Writer) replay(wk *working, items []store.SequencedItem) error {
+	if len(items) == 0 {
+		wk.setAgg(wk.kind.newAgg())
+		return nil
+	}
+	last := items[len(items)-1]
+	if taken(wk, last) {
+		return nil
+	}
+	agg, err := wk.kind.replay(wk.key.id, items)
+	return adopt(wk, last, agg, err)
+}
+
+// taken sets wk.reject if last, the last item of wk's sequence, is not of wk's
+// entity type.
+func taken(wk *working, last store.SequencedItem) bool {
+	if events.EntityOf(last.Topic) == wk.kind.name {
+		return false
+	}
+	wk.reject = takenError(wk.key.id, last.Topic, wk.kind.name)
+	return true
+}
+
+// adopt sets wk's aggregate from what its repository returned (agg, err),
+// given the last item of its sequence: a discarded aggregate at its version
+// for store.ErrNotFound, wk.reject for a history that does not replay. Any
+// other error is returned.
+func adopt(wk *working, last store.SequencedItem, agg events.Root, err error) error {
+	k, id := wk.kind, wk.key.id
 	switch {
 	case err == nil:
 		wk.setAgg(agg)
 	case errors.Is(err, store.ErrNotFound):
 		// The repository hides discarded aggregates; the writer needs their version.
-		wk.setAgg(discarded(k, id, last.item.Position+1))
+		wk.setAgg(discarded(k, id, last.Position+1))
 	case errors.Is(err, events.ErrUnknownTopic), errors.Is(err, events.ErrVersion), errors.Is(err, events.ErrDiscarded), errors.Is(err, events.ErrForgotten):
 		wk.reject = replayError(k, id, err)
 	default:
 		return fmt.Errorf("load %s %s: %w", k.name, id, err)
 	}
-	return nil
-}
-
-// replay sets wk's aggregate, rebuilt from items, the whole history of its
-// sequence: what fromStore does through a repository without snapshots.
-func (w *Writer) replay(wk *working, items []store.SequencedItem) error {
-	k, id := wk.kind, wk.key.id
-	if len(items) == 0 {
-		wk.setAgg(k.newAgg())
-		return nil
-	}
-	last := items[len(items)-1]
-	if t := events.EntityOf(last.Topic); t != k.name {
-		wk.reject = takenError(id, last.Topic, k.name)
-		return nil
-	}
-	agg := k.newAgg()
-	for _, it := range items {
-		e, err := w.mapper.FromItem(it)
-		if err != nil {
-			err = fmt.Errorf("store: sequence %s: %w", id, err) // as store.EventStore.Get says it
-			if errors.Is(err, events.ErrUnknownTopic) || errors.Is(err, events.ErrForgotten) {
-				wk.reject = replayError(k, id, err)
-				return nil
-			}
-			return fmt.Errorf("load %s %s: %w", k.name, id, err)
-		}
-		if err := events.Apply(agg, e); err != nil {
-			err = fmt.Errorf("store: replay %s: %w", id, err) // as store.Repository says it
-			if errors.Is(err, events.ErrVersion) || errors.Is(err, events.ErrDiscarded) || errors.Is(err, events.ErrForgotten) {
-				wk.reject = replayError(k, id, err)
-				return nil
-			}
-			return fmt.Errorf("load %s %s: %w", k.name, id, err)
-		}
-	}
-	if agg.Base().Discarded() {
-		agg = discarded(k, id, last.Position+1)
-	}
-	wk.setAgg(agg)
 	return nil
 }
 

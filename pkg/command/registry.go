@@ -56,14 +56,19 @@ type Handler[T events.Root] func(ctx context.Context, agg T, cmd wire.Command) e
 // handler is a Handler with its aggregate type erased.
 type handler func(ctx context.Context, agg events.Root, cmd wire.Command) error
 
-// getter loads the current state of an aggregate through a store.Repository.
-type getter func(ctx context.Context, id uuid.UUID) (events.Root, error)
+// repo is a store.Repository of one entity type, its aggregate type erased.
+type repo struct {
+	// get loads the current state of an aggregate (store.Repository.Get).
+	get func(ctx context.Context, id uuid.UUID) (events.Root, error)
+	// replay rebuilds an aggregate from its history (store.Repository.Replay).
+	replay func(id uuid.UUID, items []store.SequencedItem) (events.Root, error)
+}
 
 // kind is one registered entity type.
 type kind struct {
 	name     string
 	newAgg   func() events.Root
-	newRepo  func(s *store.EventStore, cfg store.RepositoryConfig) (getter, error)
+	newRepo  func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error)
 	commands map[string]handler
 }
 
@@ -148,17 +153,26 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 	k := &kind{
 		name:   entityType,
 		newAgg: func() events.Root { return newAggregate() },
-		newRepo: func(s *store.EventStore, cfg store.RepositoryConfig) (getter, error) {
-			repo, err := store.NewRepository(s, newAggregate, cfg)
+		newRepo: func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error) {
+			r, err := store.NewRepository(s, newAggregate, cfg)
 			if err != nil {
-				return nil, err
+				return repo{}, err
 			}
-			return func(ctx context.Context, id uuid.UUID) (events.Root, error) {
-				agg, err := repo.Get(ctx, id)
-				if err != nil {
-					return nil, err
-				}
-				return agg, nil
+			return repo{
+				get: func(ctx context.Context, id uuid.UUID) (events.Root, error) {
+					agg, err := r.Get(ctx, id)
+					if err != nil {
+						return nil, err
+					}
+					return agg, nil
+				},
+				replay: func(id uuid.UUID, items []store.SequencedItem) (events.Root, error) {
+					agg, err := r.Replay(id, items)
+					if err != nil {
+						return nil, err
+					}
+					return agg, nil
+				},
 			}, nil
 		},
 		commands: make(map[string]handler, len(commands)),

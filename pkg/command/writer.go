@@ -40,7 +40,7 @@ type Writer struct {
 
 type writerKind struct {
 	*kind
-	get getter
+	repo
 }
 
 // NewWriter returns a writer that stores into rec the commands of the entity
@@ -83,11 +83,11 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 			rc.Snapshots, rc.SnapshotEvery = cfg.Snapshots, cfg.SnapshotEvery
 			rc.SnapshotTopic = name + "." + entity.SnapshotName
 		}
-		get, err := k.newRepo(w.es, rc)
+		r, err := k.newRepo(w.es, rc)
 		if err != nil {
 			return nil, fmt.Errorf("command: entity type %q: %w", name, err)
 		}
-		w.kinds[name] = &writerKind{kind: k, get: get}
+		w.kinds[name] = &writerKind{kind: k, repo: r}
 	}
 	return w, nil
 }

@@ -44,6 +44,27 @@ func (s *EventStore) Put(ctx context.Context, evs ...events.Event) ([]int64, err
 	return s.Recorder.InsertEvents(ctx, items)
 }
 
+// Replay applies items, events of sequence id in position order (as
+// SelectEvents returns them), to agg: decoding each through the mapper, then
+// events.Apply. It stops at the first item that does not decode (an error
+// "store: sequence <id>: ..." wrapping events.ErrDecode, ErrUnknownTopic or
+// ErrForgotten) or does not apply ("store: replay <id>: ...", wrapping
+// events.ErrVersion, ErrDiscarded or ErrForgotten, or the mutator's error).
+// It is the replay of Repository, for callers that read the items
+// themselves (many sequences in one store.SequencesReader call, say).
+func (s *EventStore) Replay(agg events.Root, id uuid.UUID, items []SequencedItem) error {
+	for _, it := range items {
+		e, err := s.Mapper.FromItem(it)
+		if err != nil {
+			return fmt.Errorf("store: sequence %s: %w", id, err)
+		}
+		if err := events.Apply(agg, e); err != nil {
+			return fmt.Errorf("store: replay %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // Get returns the events of one sequence selected by q.
 func (s *EventStore) Get(ctx context.Context, id uuid.UUID, q Query) ([]events.Event, error) {
 	items, err := s.Recorder.SelectEvents(ctx, id, q)

@@ -136,23 +136,40 @@ func (r *Repository[T]) get(ctx context.Context, id uuid.UUID, version int64) (T
 		upTo := version - 1
 		q.UpTo = &upTo
 	}
-	evs, err := r.store.Get(ctx, id, q)
+	items, err := r.store.Recorder.SelectEvents(ctx, id, q)
 	if err != nil {
 		return zero, err
 	}
-	for _, e := range evs {
-		if err := events.Apply(agg, e); err != nil {
-			return zero, fmt.Errorf("store: replay %s: %w", id, err)
-		}
+	if err := r.store.Replay(agg, id, items); err != nil {
+		return zero, err
 	}
 	base := agg.Base()
 	if base.Version() == 0 || (version > 0 && base.Version() < version) {
 		return zero, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if version < 0 {
-		r.remember(ctx, agg, fromSnapshot, len(evs))
+		r.remember(ctx, agg, fromSnapshot, len(items))
 	}
 	if base.Discarded() {
+		return zero, fmt.Errorf("%w: %s is discarded", ErrNotFound, id)
+	}
+	return agg, nil
+}
+
+// Replay rebuilds aggregate id from items, the whole history of its sequence
+// in position order, read by the caller (many sequences in one
+// store.SequencesReader call, say): what Get does after its read, with the
+// same errors, without the cache or snapshots.
+func (r *Repository[T]) Replay(id uuid.UUID, items []SequencedItem) (T, error) {
+	var zero T
+	agg := r.newT()
+	if err := r.store.Replay(agg, id, items); err != nil {
+		return zero, err
+	}
+	switch base := agg.Base(); {
+	case base.Version() == 0:
+		return zero, fmt.Errorf("%w: %s", ErrNotFound, id)
+	case base.Discarded():
 		return zero, fmt.Errorf("%w: %s is discarded", ErrNotFound, id)
 	}
 	return agg, nil
