@@ -124,9 +124,15 @@
 // The consumer needs HandleBatch and Tracking; its tracking name must be the
 // writer's TrackingName (Writer.Tracking answers for it whatever name it is
 // given). With Pipeline, it calls HandleBatch from one goroutine, and Flush
-// when it stops (and now and then while idle). It must hand over records in offset order within each partition, call
-// HandleBatch again with the same records after an error, and on an error
-// wrapping store.ErrTrackingConflict seek past the stored tracking.
+// when it stops (and now and then while idle). It must hand over records in
+// offset order within each partition, call HandleBatch again with the same
+// records after an error, and on an error wrapping store.ErrTrackingConflict
+// seek past the stored tracking.
+//
+// Whoever owns the writer calls Close once the consumer has stopped and
+// before the store is closed: it cancels a pipelined transaction still
+// running (after a Flush that timed out, say) and its background retries, and
+// waits for them, so that nothing touches the store afterwards.
 //
 // # Not guaranteed
 //

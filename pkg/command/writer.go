@@ -36,7 +36,18 @@ type Writer struct {
 
 	pipeMu  sync.Mutex // with Pipeline: one HandleBatch, Flush or Tracking at a time
 	pending *pending   // with Pipeline: the batch whose transaction runs or failed
+
+	// The writer's own goroutines (with Pipeline, the transaction of a batch
+	// and its retries) run under life, which Close cancels, and count in bg.
+	lifeMu sync.Mutex // guards closed and bg.Add, so nothing starts once Close waits
+	closed bool
+	life   context.Context
+	stop   context.CancelFunc
+	bg     sync.WaitGroup
 }
+
+// ErrClosed reports a call to a closed Writer.
+var ErrClosed = errors.New("command: writer is closed")
 
 type writerKind struct {
 	*kind
@@ -77,6 +88,7 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 		log:     cfg.Logger,
 		tracked: make(map[partitionKey]int64),
 	}
+	w.life, w.stop = context.WithCancel(context.Background())
 	for name, k := range kinds {
 		rc := store.RepositoryConfig{}
 		if cfg.SnapshotEvery > 0 {
@@ -94,6 +106,56 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 
 // TrackingName returns the name under which the writer tracks consumed offsets.
 func (w *Writer) TrackingName() string { return w.cfg.TrackingName }
+
+// Close stops the writer: the transaction of a pipelined batch still running
+// (WriterConfig.Pipeline), and its retries, are cancelled, and Close waits for
+// them and for a HandleBatch, Flush or Tracking call in progress, so that the
+// writer touches the store no more once Close returns and the store can be
+// closed. Later calls fail with ErrClosed. Call Flush first to store the last
+// batch: a batch not stored by then is dropped, and Close says so in its
+// error; its records are consumed again from the tracking, like any batch
+// not committed. Close may be called more than once.
+func (w *Writer) Close() error {
+	w.lifeMu.Lock()
+	w.closed = true
+	w.lifeMu.Unlock()
+	w.stop()
+	w.bg.Wait()
+	w.pipeMu.Lock() // a call in progress ends: nothing new starts
+	defer w.pipeMu.Unlock()
+	p := w.pending
+	w.pending = nil
+	if p != nil && p.err != nil {
+		return fmt.Errorf("command: closed with a batch of %d records not stored (it is consumed again from the tracking): %w", len(p.records), p.err)
+	}
+	return nil
+}
+
+// isClosed reports whether Close was called.
+func (w *Writer) isClosed() bool {
+	w.lifeMu.Lock()
+	defer w.lifeMu.Unlock()
+	return w.closed
+}
+
+// goBackground runs f on a goroutine of the writer's, calling cancel (that of
+// the context f runs under) if the writer closes meanwhile. It returns false,
+// running nothing, once the writer is closed.
+func (w *Writer) goBackground(cancel context.CancelFunc, f func()) bool {
+	w.lifeMu.Lock()
+	defer w.lifeMu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.bg.Add(1)
+	stop := context.AfterFunc(w.life, cancel)
+	go func() {
+		defer w.bg.Done()
+		defer stop()
+		f()
+	}()
+	return true
+}
 
 // Stats returns the writer's totals so far.
 func (w *Writer) Stats() Stats { return w.stats.snapshot() }
@@ -117,6 +179,9 @@ func (w *Writer) Stats() Stats { return w.stats.snapshot() }
 // With WriterConfig.Pipeline, HandleBatch returns once the batch is decided
 // and its transaction started; see Pipeline for what changes.
 func (w *Writer) HandleBatch(ctx context.Context, records []wire.Record) error {
+	if w.isClosed() {
+		return ErrClosed
+	}
 	if w.cfg.Pipeline {
 		return w.handlePipelined(ctx, records)
 	}
