@@ -87,6 +87,15 @@
 // remembered tracking that another writer moved on fails the transaction's
 // first tracking update, and the batch is planned again after a read.
 //
+// With a per-entity cipher (events.EntityCipher over store.DataKeys), a batch
+// also prepares the data keys of its aggregates under its own context
+// (events.Mapper.PrepareKeys) before it decides: those of the aggregates it
+// replays, then those of every aggregate that may take events, creating the
+// keys of new entities (each key is committed before the batch's transaction;
+// an entity whose command then fails keeps a key that encrypts nothing).
+// Keys in the key store's memory cost no read. Deciding and encoding do no
+// I/O for keys.
+//
 // So a batch whose aggregates are cached reads once before its transaction, and
 // the transaction sets the tracking, checks unchanged aggregates and appends
 // the items in a call each where the store's Tx is a store.TrackingsSetter and

@@ -64,6 +64,17 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		}
 		loads = append(loads, wk)
 	}
+	if len(loads) > 0 { // their history is decoded below: its keys, if any, first
+		ids := make([]uuid.UUID, len(loads))
+		for i, wk := range loads {
+			ids[i] = wk.key.id
+		}
+		release, err := w.mapper.PrepareKeys(ctx, ids, false)
+		b.keys = append(b.keys, release)
+		if err != nil {
+			return nil, fmt.Errorf("prepare the data keys of %d entities: %w", len(ids), err)
+		}
+	}
 	if w.seqs != nil {
 		return lookups, w.readBatch(ctx, seqs, loads, lookups)
 	}

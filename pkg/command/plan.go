@@ -1,9 +1,11 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -99,6 +101,17 @@ type batch struct {
 	// remembered reports that the tracking of a partition was not read but
 	// remembered (see Writer.remembered).
 	remembered bool
+	// keys release the data keys the plan prepared (events.Mapper.PrepareKeys).
+	keys []func()
+}
+
+// releaseKeys releases the data keys the plan holds: once it is decided, its
+// items are encoded.
+func (b *batch) releaseKeys() {
+	for _, release := range b.keys {
+		release()
+	}
+	b.keys = nil
 }
 
 type deadNote struct {
@@ -150,7 +163,11 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 		return b, err
 	}
 	b.items = make([]store.SequencedItem, 0, 2*len(live))
+	defer b.releaseKeys()
 	lookups, err := w.prefetch(ctx, b, live, bypass, prev)
+	if err == nil {
+		err = w.prepareKeys(ctx, b)
+	}
 	t1 := time.Now()
 	b.stats.Read = t1.Sub(t0)
 	if err != nil {
@@ -169,4 +186,25 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 		}
 	}
 	return b, nil
+}
+
+// prepareKeys makes ready, under ctx, the data keys of the aggregates the
+// batch may append to (events.Mapper.PrepareKeys, creating those that have
+// none), so that encoding their events does no I/O. An aggregate that
+// cannot take events (rejected, discarded) needs none. With no per-entity
+// cipher it does nothing.
+func (w *Writer) prepareKeys(ctx context.Context, b *batch) error {
+	ids := make([]uuid.UUID, 0, len(b.working))
+	for _, wk := range b.working {
+		if wk.reject == nil && wk.agg != nil && !wk.agg.Base().Discarded() {
+			ids = append(ids, wk.key.id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	release, err := w.mapper.PrepareKeys(ctx, ids, true)
+	b.keys = append(b.keys, release)
+	if err != nil {
+		return fmt.Errorf("prepare the data keys of %d entities: %w", len(ids), err)
+	}
+	return nil
 }

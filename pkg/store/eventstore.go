@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -22,7 +23,9 @@ func NewEventStore(m *events.Mapper, r AggregateRecorder) *EventStore {
 	return &EventStore{Mapper: m, Recorder: r}
 }
 
-// Items maps events to sequenced items.
+// Items maps events to sequenced items. It does no I/O: with a per-entity
+// cipher, prepare the keys of the events' sequences first
+// (events.Mapper.PrepareKeys), as Put does.
 func (s *EventStore) Items(evs []events.Event) ([]SequencedItem, error) {
 	items := make([]SequencedItem, len(evs))
 	for i, e := range evs {
@@ -37,6 +40,11 @@ func (s *EventStore) Items(evs []events.Event) ([]SequencedItem, error) {
 
 // Put stores events atomically and returns their notification ids.
 func (s *EventStore) Put(ctx context.Context, evs ...events.Event) ([]int64, error) {
+	release, err := s.Mapper.PrepareKeys(ctx, sequencesOf(evs), true)
+	defer release()
+	if err != nil {
+		return nil, err
+	}
 	items, err := s.Items(evs)
 	if err != nil {
 		return nil, err
@@ -65,8 +73,24 @@ func (s *EventStore) Replay(agg events.Root, id uuid.UUID, items []SequencedItem
 	return nil
 }
 
+// sequencesOf returns the distinct originator ids of evs.
+func sequencesOf(evs []events.Event) []uuid.UUID {
+	var ids []uuid.UUID
+	for _, e := range evs {
+		if id := e.EventMeta().OriginatorID; !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
 // Get returns the events of one sequence selected by q.
 func (s *EventStore) Get(ctx context.Context, id uuid.UUID, q Query) ([]events.Event, error) {
+	release, err := s.Mapper.PrepareKeys(ctx, []uuid.UUID{id}, false)
+	defer release()
+	if err != nil {
+		return nil, err
+	}
 	items, err := s.Recorder.SelectEvents(ctx, id, q)
 	if err != nil {
 		return nil, err

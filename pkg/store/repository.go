@@ -95,6 +95,11 @@ func (r *Repository[T]) Contains(ctx context.Context, id uuid.UUID) (bool, error
 // get rebuilds id at version (-1: latest).
 func (r *Repository[T]) get(ctx context.Context, id uuid.UUID, version int64) (T, error) {
 	var zero T
+	release, err := r.store.Mapper.PrepareKeys(ctx, []uuid.UUID{id}, false)
+	defer release()
+	if err != nil {
+		return zero, err
+	}
 	agg := r.newT()
 	var fromSnapshot int64 // version restored from a snapshot or the cache
 	restored := false
@@ -159,7 +164,9 @@ func (r *Repository[T]) get(ctx context.Context, id uuid.UUID, version int64) (T
 // Replay rebuilds aggregate id from items, the whole history of its sequence
 // in position order, read by the caller (many sequences in one
 // store.SequencesReader call, say): what Get does after its read, with the
-// same errors, without the cache or snapshots.
+// same errors, without the cache or snapshots. It does no I/O: with a
+// per-entity cipher, prepare the sequence's key first
+// (events.Mapper.PrepareKeys).
 func (r *Repository[T]) Replay(id uuid.UUID, items []SequencedItem) (T, error) {
 	var zero T
 	agg := r.newT()
@@ -196,8 +203,14 @@ func (r *Repository[T]) remember(ctx context.Context, agg T, fromVersion int64, 
 		}
 	}
 	if r.config.SnapshotEvery > 0 && base.Version()-fromVersion >= r.config.SnapshotEvery {
+		ctx := context.WithoutCancel(ctx)
+		release, err := r.store.Mapper.PrepareKeys(ctx, []uuid.UUID{base.ID()}, true)
+		defer release()
+		if err != nil {
+			return
+		}
 		if it, err := r.store.Mapper.SnapshotItem(agg, r.config.SnapshotTopic); err == nil {
-			_ = r.config.Snapshots.InsertSnapshot(context.WithoutCancel(ctx), it)
+			_ = r.config.Snapshots.InsertSnapshot(ctx, it)
 		}
 	}
 }
