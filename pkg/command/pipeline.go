@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/eventlog/eventlog/internal/backoff"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // Retries of a pipelined batch whose transaction failed, in the background:
-// pipelineRetries attempts, the first after pipelineMinBackoff, doubling.
+// pipelineRetries attempts, with a jittered back-off from pipelineMinBackoff,
+// doubling up to pipelineMaxBackoff.
 const (
 	pipelineRetries    = 5
 	pipelineMinBackoff = 50 * time.Millisecond
+	pipelineMaxBackoff = time.Second
 )
 
 // pending is a batch whose transaction was started by one HandleBatch call
@@ -114,7 +117,7 @@ func (w *Writer) store(ctx context.Context, np *pending) {
 		return
 	}
 	w.log.InfoContext(ctx, "command: a batch's transaction failed; applying the batch again", logKeyError, err)
-	backoff := pipelineMinBackoff
+	wait := backoff.New(pipelineMinBackoff, pipelineMaxBackoff)
 	for attempt := 1; ; attempt++ {
 		w.stats.retries.Add(1)
 		st := BatchStats{Records: len(np.records)}
@@ -124,13 +127,7 @@ func (w *Writer) store(ctx context.Context, np *pending) {
 			np.err = err
 			return
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-		backoff *= 2
+		_ = wait.Wait(ctx) // a context that ends stops the loop above
 	}
 }
 
