@@ -48,7 +48,8 @@ type WriterConfig struct {
 	// the store (see the package doc).
 	CacheSize int
 	// Snapshots, with SnapshotEvery > 0, lets loads of uncached aggregates start
-	// from a snapshot, and stores one (topic "<entity>.Snapshot") whenever a load
+	// from a snapshot, and stores one (of the entity type's snapshot topic,
+	// "<entity>.Snapshot" unless registered WithSnapshotTopic) whenever a load
 	// replayed at least SnapshotEvery events. The default is no snapshots.
 	Snapshots     store.SnapshotRecorder
 	SnapshotEvery int64

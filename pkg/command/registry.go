@@ -66,10 +66,40 @@ type repo struct {
 
 // kind is one registered entity type.
 type kind struct {
-	name     string
-	newAgg   func() events.Root
-	newRepo  func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error)
-	commands map[string]handler
+	name          string
+	snapshotTopic string
+	newAgg        func() events.Root
+	newRepo       func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error)
+	commands      map[string]handler
+}
+
+// A RegisterOption configures an entity type in Register.
+type RegisterOption func(*kind) error
+
+// WithSnapshotTopic names the entity type's snapshot items (when the writer
+// keeps snapshots), overriding the default "<entityType>.Snapshot"
+// (events.SnapshotTopic). Snapshots of other topics are not used: give the
+// type a new snapshot topic when its JSON encoding changes, and the old
+// snapshots are ignored.
+func WithSnapshotTopic(topic string) RegisterOption {
+	return func(k *kind) error {
+		if !events.ValidTopic(topic) {
+			return fmt.Errorf("command: entity type %q: invalid snapshot topic %q", k.name, topic)
+		}
+		k.snapshotTopic = topic
+		return nil
+	}
+}
+
+// SnapshotTopic returns the snapshot topic of entityType ("" if it is not
+// registered).
+func (r *Registry) SnapshotTopic(entityType string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if k, ok := r.kinds[entityType]; ok {
+		return k.snapshotTopic
+	}
+	return ""
 }
 
 // A Registry maps (entity type, command type) to handlers. Build one in main,
@@ -139,8 +169,10 @@ func (r *Registry) has(entityType string) bool {
 // must be registered in r.Events() under topics "<entityType>.<Name>": the writer
 // refuses events of other topics, and treats a stored sequence whose topics
 // belong to another entity type as taken. If the writer keeps snapshots, the
-// aggregate must encode to JSON and back (exported fields).
-func Register[T events.Root](r *Registry, entityType string, newAggregate func() T, commands map[string]Handler[T]) error {
+// aggregate must encode to JSON and back (exported fields); its snapshots
+// have the topic "<entityType>.Snapshot" unless WithSnapshotTopic says
+// otherwise.
+func Register[T events.Root](r *Registry, entityType string, newAggregate func() T, commands map[string]Handler[T], opts ...RegisterOption) error {
 	if !entity.ValidType(entityType) {
 		return fmt.Errorf("command: entity type %q must be 1 to 63 of a-z, 0-9, '_', '-', starting with a letter", entityType)
 	}
@@ -151,8 +183,9 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 		return fmt.Errorf("command: entity type %q has no commands", entityType)
 	}
 	k := &kind{
-		name:   entityType,
-		newAgg: func() events.Root { return newAggregate() },
+		name:          entityType,
+		snapshotTopic: events.SnapshotTopic(entityType),
+		newAgg:        func() events.Root { return newAggregate() },
 		newRepo: func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error) {
 			r, err := store.NewRepository(s, newAggregate, cfg)
 			if err != nil {
@@ -183,6 +216,11 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 		}
 		k.commands[name] = func(ctx context.Context, agg events.Root, cmd wire.Command) error {
 			return h(ctx, agg.(T), cmd)
+		}
+	}
+	for _, o := range opts {
+		if err := o(k); err != nil {
+			return err
 		}
 	}
 	return r.add(k)
@@ -217,7 +255,7 @@ func RegisterEntityLimits(r *Registry, entityType string, limits entity.Limits) 
 			return updateEntity(ctx, e, cmd, limits)
 		},
 		wire.TypeDiscard: discardEntity,
-	})
+	}, WithSnapshotTopic(entityType+"."+entity.SnapshotName)) // what stored snapshots of the entity carry
 }
 
 func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command, limits entity.Limits) error {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
@@ -93,7 +92,7 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 		rc := store.RepositoryConfig{}
 		if cfg.SnapshotEvery > 0 {
 			rc.Snapshots, rc.SnapshotEvery = cfg.Snapshots, cfg.SnapshotEvery
-			rc.SnapshotTopic = name + "." + entity.SnapshotName
+			rc.SnapshotTopic = k.snapshotTopic
 		}
 		r, err := k.newRepo(w.es, rc)
 		if err != nil {

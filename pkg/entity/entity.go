@@ -35,12 +35,14 @@ import (
 // result.
 var ErrInvalid = events.ErrInvalid
 
-// Event names, appended to the entity type to form topics.
+// Event names, appended to the entity type to form topics. Snapshots of the
+// entity have the topic "<type>.Snapshot", every entity type's default
+// (events.SnapshotTopic).
 const (
 	CreatedName          = "Created"
 	AttributeChangedName = "AttributeChanged"
 	DiscardedName        = "Discarded"
-	SnapshotName         = "Snapshot"
+	SnapshotName         = events.SnapshotName
 )
 
 var typeRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)

@@ -257,6 +257,14 @@ func additionalData(it *SequencedItem) []byte {
 	return append(ad, it.Topic...)
 }
 
+// SnapshotName is the event name of snapshot items, by default: an entity
+// type's snapshots have the topic "<type>.Snapshot" (SnapshotTopic).
+const SnapshotName = "Snapshot"
+
+// SnapshotTopic returns the default snapshot topic of an entity type:
+// "<entityType>.Snapshot".
+func SnapshotTopic(entityType string) string { return entityType + "." + SnapshotName }
+
 // SnapshotItem encodes r's state (its JSON encoding) as a snapshot item under
 // topic, at the position of the last event r applied.
 func (m *Mapper) SnapshotItem(r Root, topic string) (SequencedItem, error) {

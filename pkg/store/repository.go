@@ -18,7 +18,10 @@ type RepositoryConfig struct {
 	// at least SnapshotEvery events past the latest snapshot.
 	Snapshots     SnapshotRecorder
 	SnapshotEvery int64
-	// SnapshotTopic names snapshot items (for example "example.Snapshot").
+	// SnapshotTopic names snapshot items (for example "example.Snapshot",
+	// events.SnapshotTopic). A stored snapshot of another topic (an older
+	// encoding of the aggregate, say) is not used: Get replays from the
+	// start, and then stores a snapshot of this topic.
 	SnapshotTopic string
 	// CacheSize, if positive, keeps the state of that many aggregates in memory.
 	// A cached aggregate is always brought up to date from the store before it is
@@ -123,6 +126,8 @@ func (r *Repository[T]) get(ctx context.Context, id uuid.UUID, version int64) (T
 		}
 		it, err := r.config.Snapshots.LatestSnapshot(ctx, id, upTo)
 		switch {
+		case err == nil && it.Topic != r.config.SnapshotTopic:
+			// Another encoding's: replay from the start.
 		case err == nil:
 			if err := r.store.Mapper.RestoreSnapshot(it, agg); err != nil {
 				return zero, err
