@@ -92,7 +92,9 @@ type WriterConfig struct {
 	// are: their transaction can still fail, and a process that stops
 	// without Flush loses it (the records are consumed again from the
 	// tracking, so nothing is applied twice or skipped). Calls are
-	// serialised: each waits for the one before.
+	// serialised: each waits for the one before. Close, after the last
+	// Flush, stops a transaction or retries still running, before the store
+	// is closed.
 	Pipeline bool
 }
 
