@@ -106,14 +106,16 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 // TrackingName returns the name under which the writer tracks consumed offsets.
 func (w *Writer) TrackingName() string { return w.cfg.TrackingName }
 
-// Close stops the writer: the transaction of a pipelined batch still running
-// (WriterConfig.Pipeline), and its retries, are cancelled, and Close waits for
+// Close stops the writer. With WriterConfig.Pipeline, the transaction of a
+// batch still running, and its retries, are cancelled, and Close waits for
 // them and for a HandleBatch, Flush or Tracking call in progress, so that the
 // writer touches the store no more once Close returns and the store can be
-// closed. Later calls fail with ErrClosed. Call Flush first to store the last
-// batch: a batch not stored by then is dropped, and Close says so in its
-// error; its records are consumed again from the tracking, like any batch
-// not committed. Close may be called more than once.
+// closed. (Without Pipeline the writer runs nothing of its own: a call in
+// progress is its caller's, to end before closing the store.) Later calls
+// fail with ErrClosed. Call Flush first to store the last batch: a batch not
+// stored by then is dropped, and Close says so in its error; its records are
+// consumed again from the tracking, like any batch not committed. Close may
+// be called more than once.
 func (w *Writer) Close() error {
 	w.lifeMu.Lock()
 	w.closed = true
