@@ -85,7 +85,7 @@ func Example_account() {
 	// deposit  accepted
 	// withdraw rejected bank: insufficient funds: balance 100, withdrawal 500
 	// close    rejected bank: an account closes only at balance zero: balance 100
-	// deposit  invalid  command: invalid: amount must be positive, got -1
+	// deposit  invalid  invalid command: amount must be positive, got -1
 }
 
 // model returns the read model of the domain called name, on rec.

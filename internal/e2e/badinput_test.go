@@ -131,7 +131,7 @@ func TestBadInput(t *testing.T) {
 			{cmd("explode", "example", e0, `{"a":1}`), wire.StatusInvalid},
 			{cmd(wire.TypeUpdate, "example", e0, ""), wire.StatusInvalid},
 			{cmd(wire.TypeUpdate, "example", uuid.New(), `{"a":1}`), wire.StatusRejected},
-			{cmd(wire.TypeCreate, "example", uuid.New(), `{"1bad":1}`), wire.StatusRejected},
+			{cmd(wire.TypeCreate, "example", uuid.New(), `{"1bad":1}`), wire.StatusInvalid},
 			{cmd(wire.TypeCreate, "example", e0, `{"counter":99}`), wire.StatusRejected},
 			{conflict, wire.StatusConflict},
 			{cmd(wire.TypeUpdate, "example", discarded, `{"a":2}`), wire.StatusRejected},

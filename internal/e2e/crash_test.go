@@ -3,11 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventlog/eventlog/internal/testutil"
 )
 
 // TestWriterSIGKILL runs the writer program as a child process and SIGKILLs
@@ -87,7 +88,7 @@ func crashTest(t *testing.T, st *testStore, entities, kills int) {
 		produced <- nil
 	}()
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	rng := testutil.Rand(t, 7)
 	var (
 		procs         []*proc
 		progressLives int // lives in which the writer applied something

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -47,13 +49,12 @@ func TestDuplicateDelivery(t *testing.T) {
 		differing.Data = json.RawMessage(`{"n":2,"other":true}`)
 		waitCopies := func(c wire.Command, n int) {
 			t.Helper()
-			deadline := time.Now().Add(30 * time.Second)
-			for len(results.get(c.CommandID)) < n {
-				if time.Now().After(deadline) {
-					t.Fatalf("command %s: %d result records, want %d", c.Type, len(results.get(c.CommandID)), n)
+			testutil.Eventually(t, 30*time.Second, func() error {
+				if got := len(results.get(c.CommandID)); got < n {
+					return fmt.Errorf("command %s: %d result records, want %d", c.Type, got, n)
 				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 		}
 
 		// Back to back, in one produce call: most likely one batch.

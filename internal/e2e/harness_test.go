@@ -25,6 +25,7 @@ import (
 
 	ebroker "github.com/eventlog/eventlog/internal/broker"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
@@ -399,20 +400,17 @@ func waitRelayed(t testing.TB, rec store.ProcessRecorder, timeout time.Duration)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
-	var cp, maxID int64
-	for {
-		var err error
-		if maxID, err = rec.MaxNotificationID(ctx); err == nil {
+	testutil.Eventually(t, timeout, func() error {
+		maxID, err := rec.MaxNotificationID(ctx)
+		var cp int64
+		if err == nil {
 			cp, err = rec.Tracking(ctx, "relay", "", 0)
 		}
 		if err == nil && maxID > 0 && cp >= maxID {
-			return
+			return nil
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("relay checkpoint %d, log at %d after %s (last error %v)", cp, maxID, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("relay checkpoint %d, log at %d (last error %v)", cp, maxID, err)
+	})
 }
 
 // ---------------------------------------------------------------------------

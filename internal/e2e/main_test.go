@@ -16,6 +16,7 @@ import (
 
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/internal/testutil"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -83,15 +84,15 @@ func (p *proc) exited() bool {
 // fails t if the process exits first or timeout passes.
 func (p *proc) waitLog(t testing.TB, s string, timeout time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	testutil.Eventually(t, timeout, func() error {
 		if b, err := os.ReadFile(p.logPath); err == nil && strings.Contains(string(b), s) {
-			return
+			return nil
 		}
 		if p.exited() {
 			t.Fatalf("the process exited before it logged %q:\n%s", s, p.tail(30))
 		}
-	}
-	t.Fatalf("the process did not log %q within %s:\n%s", s, timeout, p.tail(30))
+		return fmt.Errorf("the process did not log %q:\n%s", s, p.tail(30))
+	})
 }
 
 // kill SIGKILLs the process and waits for it.

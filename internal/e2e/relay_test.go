@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/eventlog/eventlog/internal/e2e/e2etest"
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
 )
@@ -63,9 +64,10 @@ func TestRelayOutOfOrderCommits(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, workers)
+	seed := testutil.Seed(t)
 	for w := range workers {
 		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			seqs := []uuid.UUID{uuid.New(), uuid.New()}
 			next := map[uuid.UUID]int64{}
 			for i := range txs {

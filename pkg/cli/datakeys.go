@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -18,6 +19,8 @@ type lateDataKeys struct {
 	keys atomic.Pointer[store.DataKeys]
 }
 
+var _ events.DataKeyPreparer = (*lateDataKeys)(nil)
+
 var errUnbound = errors.New("per-entity keys: the store is not open")
 
 // DataKey implements events.DataKeys.
@@ -27,6 +30,15 @@ func (l *lateDataKeys) DataKey(seq uuid.UUID, create bool) ([]byte, error) {
 		return nil, errUnbound
 	}
 	return k.DataKey(seq, create)
+}
+
+// PrepareDataKeys implements events.DataKeyPreparer.
+func (l *lateDataKeys) PrepareDataKeys(ctx context.Context, seqs []uuid.UUID, create bool) (func(), error) {
+	k := l.keys.Load()
+	if k == nil {
+		return func() {}, errUnbound
+	}
+	return k.PrepareDataKeys(ctx, seqs, create)
 }
 
 // bindStore gives the per-entity cipher, if -cipher-per-entity is on, the

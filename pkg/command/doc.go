@@ -25,10 +25,12 @@
 //   - One bad command never fails the others. A record that is not a command
 //     envelope (not JSON, a missing field, too large, command_id equal to
 //     entity_id) becomes a dead letter: the record unchanged, with the reason and
-//     its source topic, partition and offset. An unknown entity or command type, or
-//     data of the wrong shape, gives an invalid result; a command the entity
-//     refuses (update of a discarded or missing entity, invalid attributes, an
-//     overdraft) a rejected one; an expected_version other than the entity's
+//     its source topic, partition and offset. An unknown entity or command type,
+//     data of the wrong shape, or input the handler finds malformed (any error
+//     wrapping ErrInvalid, such as a bad attribute name or more attributes than
+//     the entity's limits) gives an invalid result; a command the entity
+//     refuses (update of a discarded or missing entity, an overdraft) a
+//     rejected one; an expected_version other than the entity's
 //     version (the number of its events; 0: it must not exist) a conflict. None
 //     of these stores an event.
 //   - Order. Commands are decided in record order; later commands of a batch see
@@ -85,6 +87,15 @@
 // remembered tracking that another writer moved on fails the transaction's
 // first tracking update, and the batch is planned again after a read.
 //
+// With a per-entity cipher (events.EntityCipher over store.DataKeys), a batch
+// also prepares the data keys of its aggregates under its own context
+// (events.Mapper.PrepareKeys) before it decides: those of the aggregates it
+// replays, then those of every aggregate that may take events, creating the
+// keys of new entities (each key is committed before the batch's transaction;
+// an entity whose command then fails keeps a key that encrypts nothing).
+// Keys in the key store's memory cost no read. Deciding and encoding do no
+// I/O for keys.
+//
 // So a batch whose aggregates are cached reads once before its transaction, and
 // the transaction sets the tracking, checks unchanged aggregates and appends
 // the items in a call each where the store's Tx is a store.TrackingsSetter and
@@ -122,9 +133,15 @@
 // The consumer needs HandleBatch and Tracking; its tracking name must be the
 // writer's TrackingName (Writer.Tracking answers for it whatever name it is
 // given). With Pipeline, it calls HandleBatch from one goroutine, and Flush
-// when it stops (and now and then while idle). It must hand over records in offset order within each partition, call
-// HandleBatch again with the same records after an error, and on an error
-// wrapping store.ErrTrackingConflict seek past the stored tracking.
+// when it stops (and now and then while idle). It must hand over records in
+// offset order within each partition, call HandleBatch again with the same
+// records after an error, and on an error wrapping store.ErrTrackingConflict
+// seek past the stored tracking.
+//
+// Whoever owns the writer calls Close once the consumer has stopped and
+// before the store is closed: it cancels a pipelined transaction still
+// running (after a Flush that timed out, say) and its background retries, and
+// waits for them, so that nothing touches the store afterwards.
 //
 // # Not guaranteed
 //

@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/eventlog/eventlog/internal/backoff"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // Retries of a pipelined batch whose transaction failed, in the background:
-// pipelineRetries attempts, the first after pipelineMinBackoff, doubling.
+// pipelineRetries attempts, with a jittered back-off from pipelineMinBackoff,
+// doubling up to pipelineMaxBackoff.
 const (
 	pipelineRetries    = 5
 	pipelineMinBackoff = 50 * time.Millisecond
+	pipelineMaxBackoff = time.Second
 )
 
 // pending is a batch whose transaction was started by one HandleBatch call
@@ -38,6 +41,9 @@ type pending struct {
 func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) error {
 	w.pipeMu.Lock()
 	defer w.pipeMu.Unlock()
+	if w.isClosed() {
+		return ErrClosed
+	}
 	start := time.Now()
 	if p := w.pending; p != nil && p.isDone() {
 		if _, err := w.settle(ctx); err != nil {
@@ -83,8 +89,11 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 	b.stats.Records, b.stats.Read, b.stats.Decide = st.Records, st.Read, st.Decide
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	np := &pending{records: records, b: b, st: b.stats, start: start, cancel: cancel, done: make(chan struct{})}
+	if !w.goBackground(cancel, func() { w.store(cctx, np) }) {
+		cancel()
+		return ErrClosed
+	}
 	w.pending = np
-	go w.store(cctx, np)
 	return nil
 }
 
@@ -103,8 +112,12 @@ func (w *Writer) store(ctx context.Context, np *pending) {
 		return
 	}
 	np.replanned = true
+	if ctx.Err() != nil { // the writer is closing
+		np.err = err
+		return
+	}
 	w.log.InfoContext(ctx, "command: a batch's transaction failed; applying the batch again", logKeyError, err)
-	backoff := pipelineMinBackoff
+	wait := backoff.New(pipelineMinBackoff, pipelineMaxBackoff)
 	for attempt := 1; ; attempt++ {
 		w.stats.retries.Add(1)
 		st := BatchStats{Records: len(np.records)}
@@ -114,13 +127,7 @@ func (w *Writer) store(ctx context.Context, np *pending) {
 			np.err = err
 			return
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		t.Stop()
-		backoff *= 2
+		_ = wait.Wait(ctx) // a context that ends stops the loop above
 	}
 }
 
@@ -159,6 +166,9 @@ func (w *Writer) settle(ctx context.Context) (held bool, err error) {
 		w.report(p.st)
 		return !p.replanned, nil
 	}
+	if w.isClosed() {
+		return false, fmt.Errorf("%w: the previous batch is not stored: %w", ErrClosed, p.err)
+	}
 	w.stats.retries.Add(1)
 	if err := w.handleNow(ctx, p.records); err != nil {
 		return false, fmt.Errorf("command: the previous batch is not stored yet: %w", err)
@@ -177,6 +187,9 @@ func (w *Writer) settle(ctx context.Context) (held bool, err error) {
 // first, Flush returns its error and the transaction goes on. Without
 // Pipeline it does nothing.
 func (w *Writer) Flush(ctx context.Context) error {
+	if w.isClosed() {
+		return ErrClosed
+	}
 	if !w.cfg.Pipeline {
 		return nil
 	}

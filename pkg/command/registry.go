@@ -23,8 +23,11 @@ import (
 // rejects the command.
 var (
 	// ErrInvalid reports a command the writer cannot interpret: an unknown entity
-	// or command type, or data of the wrong shape. Its result is invalid.
-	ErrInvalid = errors.New("command: invalid")
+	// or command type, data of the wrong shape, input the entity finds
+	// malformed or over a limit. Its result is invalid. It is
+	// events.ErrInvalid (and entity.ErrInvalid), so domain code that imports
+	// only package events can return it.
+	ErrInvalid = events.ErrInvalid
 	// ErrUnknownEntity reports a command for an entity type nobody registered.
 	ErrUnknownEntity = fmt.Errorf("%w: unknown entity type", ErrInvalid)
 	// ErrUnknownCommand reports a command type the entity type does not handle.
@@ -53,15 +56,50 @@ type Handler[T events.Root] func(ctx context.Context, agg T, cmd wire.Command) e
 // handler is a Handler with its aggregate type erased.
 type handler func(ctx context.Context, agg events.Root, cmd wire.Command) error
 
-// getter loads the current state of an aggregate through a store.Repository.
-type getter func(ctx context.Context, id uuid.UUID) (events.Root, error)
+// repo is a store.Repository of one entity type, its aggregate type erased.
+type repo struct {
+	// get loads the current state of an aggregate (store.Repository.Get).
+	get func(ctx context.Context, id uuid.UUID) (events.Root, error)
+	// replay rebuilds an aggregate from its history (store.Repository.Replay).
+	replay func(id uuid.UUID, items []store.SequencedItem) (events.Root, error)
+}
 
 // kind is one registered entity type.
 type kind struct {
-	name     string
-	newAgg   func() events.Root
-	newRepo  func(s *store.EventStore, cfg store.RepositoryConfig) (getter, error)
-	commands map[string]handler
+	name          string
+	snapshotTopic string
+	newAgg        func() events.Root
+	newRepo       func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error)
+	commands      map[string]handler
+}
+
+// A RegisterOption configures an entity type in Register.
+type RegisterOption func(*kind) error
+
+// WithSnapshotTopic names the entity type's snapshot items (when the writer
+// keeps snapshots), overriding the default "<entityType>.Snapshot"
+// (events.SnapshotTopic). Snapshots of other topics are not used: give the
+// type a new snapshot topic when its JSON encoding changes, and the old
+// snapshots are ignored.
+func WithSnapshotTopic(topic string) RegisterOption {
+	return func(k *kind) error {
+		if !events.ValidTopic(topic) {
+			return fmt.Errorf("command: entity type %q: invalid snapshot topic %q", k.name, topic)
+		}
+		k.snapshotTopic = topic
+		return nil
+	}
+}
+
+// SnapshotTopic returns the snapshot topic of entityType ("" if it is not
+// registered).
+func (r *Registry) SnapshotTopic(entityType string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if k, ok := r.kinds[entityType]; ok {
+		return k.snapshotTopic
+	}
+	return ""
 }
 
 // A Registry maps (entity type, command type) to handlers. Build one in main,
@@ -131,8 +169,10 @@ func (r *Registry) has(entityType string) bool {
 // must be registered in r.Events() under topics "<entityType>.<Name>": the writer
 // refuses events of other topics, and treats a stored sequence whose topics
 // belong to another entity type as taken. If the writer keeps snapshots, the
-// aggregate must encode to JSON and back (exported fields).
-func Register[T events.Root](r *Registry, entityType string, newAggregate func() T, commands map[string]Handler[T]) error {
+// aggregate must encode to JSON and back (exported fields); its snapshots
+// have the topic "<entityType>.Snapshot" unless WithSnapshotTopic says
+// otherwise.
+func Register[T events.Root](r *Registry, entityType string, newAggregate func() T, commands map[string]Handler[T], opts ...RegisterOption) error {
 	if !entity.ValidType(entityType) {
 		return fmt.Errorf("command: entity type %q must be 1 to 63 of a-z, 0-9, '_', '-', starting with a letter", entityType)
 	}
@@ -143,19 +183,29 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 		return fmt.Errorf("command: entity type %q has no commands", entityType)
 	}
 	k := &kind{
-		name:   entityType,
-		newAgg: func() events.Root { return newAggregate() },
-		newRepo: func(s *store.EventStore, cfg store.RepositoryConfig) (getter, error) {
-			repo, err := store.NewRepository(s, newAggregate, cfg)
+		name:          entityType,
+		snapshotTopic: events.SnapshotTopic(entityType),
+		newAgg:        func() events.Root { return newAggregate() },
+		newRepo: func(s *store.EventStore, cfg store.RepositoryConfig) (repo, error) {
+			r, err := store.NewRepository(s, newAggregate, cfg)
 			if err != nil {
-				return nil, err
+				return repo{}, err
 			}
-			return func(ctx context.Context, id uuid.UUID) (events.Root, error) {
-				agg, err := repo.Get(ctx, id)
-				if err != nil {
-					return nil, err
-				}
-				return agg, nil
+			return repo{
+				get: func(ctx context.Context, id uuid.UUID) (events.Root, error) {
+					agg, err := r.Get(ctx, id)
+					if err != nil {
+						return nil, err
+					}
+					return agg, nil
+				},
+				replay: func(id uuid.UUID, items []store.SequencedItem) (events.Root, error) {
+					agg, err := r.Replay(id, items)
+					if err != nil {
+						return nil, err
+					}
+					return agg, nil
+				},
 			}, nil
 		},
 		commands: make(map[string]handler, len(commands)),
@@ -166,6 +216,11 @@ func Register[T events.Root](r *Registry, entityType string, newAggregate func()
 		}
 		k.commands[name] = func(ctx context.Context, agg events.Root, cmd wire.Command) error {
 			return h(ctx, agg.(T), cmd)
+		}
+	}
+	for _, o := range opts {
+		if err := o(k); err != nil {
+			return err
 		}
 	}
 	return r.add(k)
@@ -200,7 +255,7 @@ func RegisterEntityLimits(r *Registry, entityType string, limits entity.Limits) 
 			return updateEntity(ctx, e, cmd, limits)
 		},
 		wire.TypeDiscard: discardEntity,
-	})
+	}, WithSnapshotTopic(entityType+"."+entity.SnapshotName)) // what stored snapshots of the entity carry
 }
 
 func createEntity(_ context.Context, e *entity.Entity, cmd wire.Command, limits entity.Limits) error {

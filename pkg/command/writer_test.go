@@ -134,7 +134,7 @@ func TestMixedBatch(t *testing.T) {
 	checkResult(t, e.result(updateA.CommandID), wire.StatusAccepted, 3, 1, 2) // "m" then "n"
 	checkResult(t, e.result(unknownEntity.CommandID), wire.StatusInvalid, 0)
 	checkResult(t, e.result(unknownCommand.CommandID), wire.StatusInvalid, 0)
-	checkResult(t, e.result(badData.CommandID), wire.StatusRejected, 3) // entity.ErrInvalid: refused by the entity
+	checkResult(t, e.result(badData.CommandID), wire.StatusInvalid, 3) // entity.ErrInvalid: malformed input
 	checkResult(t, e.result(conflicting.CommandID), wire.StatusConflict, 3)
 	checkResult(t, e.result(rejected.CommandID), wire.StatusRejected, 2)
 	checkResult(t, e.result(missing.CommandID), wire.StatusRejected, 0)
@@ -169,7 +169,7 @@ func TestMixedBatch(t *testing.T) {
 		t.Fatalf("tracking %d %d, want %d %d", p0, p1, recs[12].Offset, recs[9].Offset)
 	}
 	last := batches[len(batches)-1]
-	if last.Records != 13 || last.Accepted != 5 || last.Rejected != 3 || last.Conflict != 1 || last.Invalid != 2 ||
+	if last.Records != 13 || last.Accepted != 5 || last.Rejected != 2 || last.Conflict != 1 || last.Invalid != 3 ||
 		last.DeadLetters != 2 || last.Events != 6 || last.Attempts != 1 || last.Err != nil {
 		t.Fatalf("batch stats %+v", last)
 	}

@@ -30,15 +30,19 @@ import (
 	"github.com/eventlog/eventlog/pkg/events"
 )
 
-// ErrInvalid reports a command with invalid input.
-var ErrInvalid = errors.New("entity: invalid command")
+// ErrInvalid reports a command with invalid input. It is events.ErrInvalid,
+// so command.ErrInvalid too: the writer gives such a command an invalid
+// result.
+var ErrInvalid = events.ErrInvalid
 
-// Event names, appended to the entity type to form topics.
+// Event names, appended to the entity type to form topics. Snapshots of the
+// entity have the topic "<type>.Snapshot", every entity type's default
+// (events.SnapshotTopic).
 const (
 	CreatedName          = "Created"
 	AttributeChangedName = "AttributeChanged"
 	DiscardedName        = "Discarded"
-	SnapshotName         = "Snapshot"
+	SnapshotName         = events.SnapshotName
 )
 
 var typeRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)

@@ -28,7 +28,10 @@
 // (store.DataKeys keeps them in the store, wrapped by a master Keyring's
 // active key with the sequence id bound in; WrapDataKey, UnwrapDataKey). The
 // mapper hands it the sequence id (SequenceCipher); the additional data still
-// binds state to its sequence, position and topic. Deleting a sequence's data
+// binds state to its sequence, position and topic. The key store's I/O is
+// explicit: Mapper.PrepareKeys fetches (or creates) the keys of sequences
+// under the caller's context (DataKeyPreparer), and encoding and decoding
+// their items afterwards does none. Deleting a sequence's data
 // key ("forgetting" it) makes exactly its items and snapshots unreadable,
 // wherever they were copied: decoding one is a *ForgottenError (ErrForgotten,
 // also an ErrDecode, and distinct from a retired master key's

@@ -39,6 +39,13 @@ type Topicer interface {
 }
 
 var (
+	// ErrInvalid reports a command whose input is malformed: data of the
+	// wrong shape, a bad attribute name, input over a limit. It is the one
+	// sentinel of invalid input that domain code (package entity, a user's
+	// aggregates) and the command writer share: command.ErrInvalid and
+	// entity.ErrInvalid are this value, and a handler error wrapping it makes
+	// the command's result invalid rather than rejected.
+	ErrInvalid = errors.New("invalid command")
 	// ErrDiscarded reports an event or command for a discarded aggregate.
 	ErrDiscarded = errors.New("events: aggregate is discarded")
 	// ErrVersion reports an event whose originator version is not the aggregate's

@@ -2,12 +2,14 @@ package events
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -69,8 +71,30 @@ func NewMapper(reg *Registry, opts ...MapperOption) *Mapper {
 // Registry returns the mapper's registry.
 func (m *Mapper) Registry() *Registry { return m.reg }
 
+// A KeyPreparer is a Cipher whose keys depend on the sequence and must be
+// made ready before it encrypts or decrypts a sequence's state: EntityCipher.
+type KeyPreparer interface {
+	PrepareKeys(ctx context.Context, seqs []uuid.UUID, create bool) (release func(), err error)
+}
+
+// PrepareKeys makes ready, under ctx, the keys the mapper's cipher needs for
+// the state of sequences seqs, creating those that have none with create
+// (before encoding new events of seqs), and holds them until release is
+// called. This is where a per-entity cipher's key store does its I/O (see
+// DataKeyPreparer), so that ToItem, FromItem, SnapshotItem and
+// RestoreSnapshot for those sequences do none. With no cipher, or one that
+// needs no preparation, it does nothing. release must be called once, also
+// after an error.
+func (m *Mapper) PrepareKeys(ctx context.Context, seqs []uuid.UUID, create bool) (release func(), err error) {
+	if p, ok := m.cipher.(KeyPreparer); ok && len(seqs) > 0 {
+		return p.PrepareKeys(ctx, seqs, create)
+	}
+	return noRelease, nil
+}
+
 // ToItem encodes e. The item's sequence id and position are e's originator id and
-// version.
+// version. It does no I/O: with a per-entity cipher, prepare the sequence's
+// key first (PrepareKeys).
 func (m *Mapper) ToItem(e Event) (SequencedItem, error) {
 	topic, err := m.reg.Topic(e)
 	if err != nil {
@@ -232,6 +256,14 @@ func additionalData(it *SequencedItem) []byte {
 	ad = binary.BigEndian.AppendUint64(ad, uint64(it.Position))
 	return append(ad, it.Topic...)
 }
+
+// SnapshotName is the event name of snapshot items, by default: an entity
+// type's snapshots have the topic "<type>.Snapshot" (SnapshotTopic).
+const SnapshotName = "Snapshot"
+
+// SnapshotTopic returns the default snapshot topic of an entity type:
+// "<entityType>.Snapshot".
+func SnapshotTopic(entityType string) string { return entityType + "." + SnapshotName }
 
 // SnapshotItem encodes r's state (its JSON encoding) as a snapshot item under
 // topic, at the position of the last event r applied.

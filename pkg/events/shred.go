@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -47,8 +48,27 @@ const DataKeySize = 32
 // has no key yet gets one (stored before the state it encrypts); without it,
 // such a sequence is an error. A forgotten sequence is a *ForgottenError in
 // both cases, and a key is never created for it again.
+//
+// DataKey has no context: a key store that needs I/O for a key (reading it,
+// creating it) does that I/O in PrepareDataKeys, which has one (see
+// DataKeyPreparer), and DataKey answers from what was prepared.
 type DataKeys interface {
 	DataKey(seq uuid.UUID, create bool) ([]byte, error)
+}
+
+// A DataKeyPreparer is a DataKeys whose keys are made ready ahead of use,
+// under the caller's context: the I/O a key needs happens there, not in the
+// codec. store.DataKeys is one; Mapper.PrepareKeys reaches it.
+type DataKeyPreparer interface {
+	DataKeys
+	// PrepareDataKeys loads the keys of seqs, and with create creates those
+	// that have none (stored before the state they will encrypt), and holds
+	// them until release is called: until then DataKey answers for them
+	// without I/O. A forgotten sequence, or one without a key when create is
+	// not set, is held as such (DataKey reports it); only a failure of the
+	// key store is an error, and then nothing is held. release must be
+	// called once, and may be called after an error.
+	PrepareDataKeys(ctx context.Context, seqs []uuid.UUID, create bool) (release func(), err error)
 }
 
 // A SequenceCipher is a Cipher that needs the item's sequence id. The mapper
@@ -79,6 +99,18 @@ var _ SequenceCipher = (*EntityCipher)(nil)
 func NewEntityCipher(keys DataKeys, fallback Cipher) *EntityCipher {
 	return &EntityCipher{Keys: keys, Fallback: fallback}
 }
+
+// PrepareKeys makes the data keys of seqs ready (creating them with create),
+// if Keys is a DataKeyPreparer; otherwise it does nothing. See
+// Mapper.PrepareKeys.
+func (c *EntityCipher) PrepareKeys(ctx context.Context, seqs []uuid.UUID, create bool) (release func(), err error) {
+	if p, ok := c.Keys.(DataKeyPreparer); ok {
+		return p.PrepareDataKeys(ctx, seqs, create)
+	}
+	return noRelease, nil
+}
+
+func noRelease() {}
 
 // Encrypt implements Cipher. Without a sequence id there is no data key to
 // use, so it always fails: the mapper calls EncryptSequence.
@@ -126,8 +158,11 @@ func (c *EntityCipher) DecryptSequence(seq uuid.UUID, codec string, ciphertext, 
 func (c *EntityCipher) cipher(seq uuid.UUID, create bool) (*AESCipher, error) {
 	key, err := c.Keys.DataKey(seq, create)
 	if err != nil {
-		if errors.Is(err, ErrForgotten) {
+		switch {
+		case errors.Is(err, ErrForgotten):
 			return nil, err
+		case create: // encrypting: nothing failed to decode
+			return nil, fmt.Errorf("events: data key of %s: %w", seq, err)
 		}
 		return nil, fmt.Errorf("%w: data key of %s: %w", ErrDecode, seq, err)
 	}

@@ -34,8 +34,28 @@ type CommanderConfig struct {
 	// RecentResults is how many results the Commander keeps for Wait calls
 	// that come after their result. Default 10000.
 	RecentResults int
-	// Logger receives the Commander's logs. Default slog.Default().
+	// Logger receives the Commander's logs. The default logs nothing.
 	Logger *slog.Logger
+}
+
+func (c *CommanderConfig) setDefaults() {
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = wire.DefaultPrefix
+	}
+	if c.RecentResults <= 0 {
+		c.RecentResults = 10000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports a configuration the Commander cannot work with, as
+// setDefaults leaves it.
+func (c *CommanderConfig) Validate() error {
+	cc := *c
+	cc.setDefaults()
+	return cc.Topics.Validate()
 }
 
 // A Commander sends commands and waits for their results: the "produce a
@@ -71,17 +91,9 @@ func NewCommander(producer *kgo.Client, cfg CommanderConfig) (*Commander, error)
 	if producer == nil {
 		return nil, errors.New("kafka: commander: nil producer")
 	}
-	if cfg.Topics.Prefix == "" {
-		cfg.Topics.Prefix = wire.DefaultPrefix
-	}
-	if err := cfg.Topics.Validate(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if cfg.RecentResults <= 0 {
-		cfg.RecentResults = 10000
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	cfg.ClientOptions = append([]kgo.Opt(nil), cfg.ClientOptions...)
 	return &Commander{

@@ -78,7 +78,7 @@ type ConsumerConfig struct {
 	ShutdownTimeout time.Duration
 	// CommitTimeout bounds one offset commit. Default 10s.
 	CommitTimeout time.Duration
-	// Logger receives the consumer's logs. Default slog.Default().
+	// Logger receives the consumer's logs. The default logs nothing.
 	Logger *slog.Logger
 }
 
@@ -96,23 +96,27 @@ func (c *ConsumerConfig) setDefaults() {
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.CommitTimeout, 10*time.Second)
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
-// Validate reports a configuration the consumer cannot run with.
+// Validate reports a configuration the consumer cannot run with. It checks
+// the configuration as setDefaults leaves it: MinBackoff 20s with MaxBackoff
+// unset is more than the default MaxBackoff.
 func (c *ConsumerConfig) Validate() error {
+	cc := *c
+	cc.setDefaults()
 	switch {
-	case c.Name == "":
+	case cc.Name == "":
 		return errors.New("kafka: consumer: Name is required")
-	case c.Group == "":
+	case cc.Group == "":
 		return errors.New("kafka: consumer: Group is required")
-	case len(c.Topics) == 0:
+	case len(cc.Topics) == 0:
 		return errors.New("kafka: consumer: Topics is required")
-	case c.MinBackoff > 0 && c.MaxBackoff > 0 && c.MinBackoff > c.MaxBackoff:
-		return fmt.Errorf("kafka: consumer: MinBackoff %s is more than MaxBackoff %s", c.MinBackoff, c.MaxBackoff)
+	case cc.MinBackoff > cc.MaxBackoff:
+		return fmt.Errorf("kafka: consumer: MinBackoff %s is more than MaxBackoff %s", cc.MinBackoff, cc.MaxBackoff)
 	}
-	for _, t := range c.Topics {
+	for _, t := range cc.Topics {
 		if !ValidTopicName(t) {
 			return fmt.Errorf("kafka: consumer: invalid topic %q", t)
 		}
@@ -150,10 +154,10 @@ func NewConsumer(cfg ConsumerConfig, h BatchHandler, tr TrackingReader) (*Consum
 	if h == nil || tr == nil {
 		return nil, errors.New("kafka: consumer: nil handler or tracking reader")
 	}
+	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
 	cfg.Topics = append([]string(nil), cfg.Topics...)
 	cfg.ClientOptions = append([]kgo.Opt(nil), cfg.ClientOptions...)
 	return &Consumer{

@@ -404,9 +404,14 @@ func TestConsumerConfigValidate(t *testing.T) {
 		"no topics": {Name: "n", Group: "g"},
 		"bad topic": {Name: "n", Group: "g", Topics: []string{"a b"}},
 		"backoff":   {Name: "n", Group: "g", Topics: []string{"t"}, MinBackoff: time.Second, MaxBackoff: time.Millisecond},
+		// Checked against the default MaxBackoff (10s), not skipped.
+		"min backoff over the default max": {Name: "n", Group: "g", Topics: []string{"t"}, MinBackoff: 20 * time.Second},
 	} {
 		if err := cfg.Validate(); err == nil {
 			t.Errorf("%s: Validate accepted %+v", name, cfg)
+		}
+		if _, err := kafka.NewConsumer(cfg, kafka.BatchHandlerFunc(func(context.Context, []wire.Record) error { return nil }), memory.New()); err == nil {
+			t.Errorf("%s: NewConsumer accepted %+v", name, cfg)
 		}
 	}
 	ok := kafka.ConsumerConfig{Name: "n", Group: "g", Topics: []string{"t"}}

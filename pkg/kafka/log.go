@@ -26,10 +26,10 @@ const (
 
 // NewLogger returns a kgo.Logger that writes franz-go's logs to l (through
 // franz-go's slog plug-in). Pass it to kgo.WithLogger. The client logs at the
-// most verbose level l has enabled.
+// most verbose level l has enabled. A nil l logs nothing.
 func NewLogger(l *slog.Logger) kgo.Logger {
 	if l == nil {
-		l = slog.Default()
+		l = slog.New(slog.DiscardHandler)
 	}
 	return kslog.New(l)
 }

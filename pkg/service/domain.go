@@ -462,7 +462,7 @@ func (d *Domain) loaders(es *store.EventStore, cfg store.RepositoryConfig) (map[
 	for _, k := range d.kinds {
 		c := cfg
 		if c.SnapshotEvery > 0 {
-			c.SnapshotTopic = k.typ + "." + entity.SnapshotName
+			c.SnapshotTopic = events.SnapshotTopic(k.typ)
 		}
 		l, err := k.loader(es, c)
 		if err != nil {

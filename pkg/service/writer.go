@@ -223,7 +223,13 @@ func (w *Writer) Run(ctx context.Context) error {
 		// clean stop leaves nothing to consume again.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
 		defer cancel()
-		if ferr := w.writer.Flush(fctx); ferr != nil {
+		ferr := w.writer.Flush(fctx)
+		// Close stops what a timed-out Flush left running (a transaction,
+		// its retries) before the store is closed.
+		if cerr := w.writer.Close(); ferr == nil {
+			ferr = cerr
+		}
+		if ferr != nil {
 			w.cfg.Log.Warn("writer: the last batch of commands is not stored; it will be consumed again", "error", ferr)
 		}
 		return err
@@ -239,7 +245,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-t.C:
-					if err := w.writer.Flush(ctx); err != nil && ctx.Err() == nil {
+					if err := w.writer.Flush(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, command.ErrClosed) {
 						w.cfg.Log.Warn("writer: a batch of commands is not stored yet; retrying", "error", err)
 					}
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,8 +22,9 @@ type DataKeysConfig struct {
 	// takes effect here within it. A Forget done through this DataKeys takes
 	// effect at once.
 	CacheTTL time.Duration
-	// Timeout bounds each store call made for the cipher, whose interface has
-	// no context (default 10 s).
+	// Timeout bounds each read made for DataKey of a key not prepared
+	// (PrepareDataKeys) and not cached, a call whose interface has no context
+	// (default 10 s).
 	Timeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -45,11 +47,17 @@ func (c *DataKeysConfig) setDefaults() {
 
 // DataKeys keeps the data keys of sequences in a KeyRecorder, each wrapped by
 // the active key of a master events.Keyring, and gives them to an
-// events.EntityCipher (it implements events.DataKeys). A sequence's key is
-// created, and committed, the first time one of its items is encrypted: before
-// the transaction that appends it. Keys are unwrapped with whichever master key
-// wrapped them, so master keys rotate like any keyring's: add a key, make it
-// active, keep the old ones for as long as the data keys they wrapped live.
+// events.EntityCipher (it implements events.DataKeys and
+// events.DataKeyPreparer). A sequence's key is created, and committed, by
+// PrepareDataKeys with create, under its caller's context, before the
+// transaction that appends the first item it encrypts: the writer prepares
+// the keys of a batch's entities before it decides the batch, EventStore.Put
+// those of its events. DataKey never creates a key: for a sequence not
+// prepared and not cached it reads one (bounded by DataKeysConfig.Timeout),
+// and asked to create one it fails, naming PrepareDataKeys. Keys are
+// unwrapped with whichever master key wrapped them, so master keys rotate
+// like any keyring's: add a key, make it active, keep the old ones for as
+// long as the data keys they wrapped live.
 //
 // Unwrapped keys are cached (DataKeysConfig). Forget through the same
 // DataKeys drops the key from the cache before it returns, and the cache
@@ -66,7 +74,21 @@ type DataKeys struct {
 	cfg    DataKeysConfig
 
 	cache *lru[keyEntry] // nil without a cache
+
+	mu   sync.Mutex
+	held map[uuid.UUID]*heldKey // prepared keys, until released
 }
+
+// heldKey is a prepared key and the number of preparations holding it.
+type heldKey struct {
+	key       []byte // nil if forgotten or absent
+	forgotten bool
+	refs      int
+}
+
+// ErrNotPrepared reports a data key DataKey was asked to create: keys are
+// created only by PrepareDataKeys, under a context.
+var ErrNotPrepared = errors.New("store: data key not prepared")
 
 type keyEntry struct {
 	key       []byte // nil if forgotten
@@ -86,7 +108,7 @@ func NewDataKeys(rec KeyRecorder, master *events.Keyring, cfg DataKeysConfig) (*
 		return nil, errors.New("store: data keys need a key recorder and a master keyring")
 	}
 	cfg.setDefaults()
-	k := &DataKeys{rec: rec, master: master, cfg: cfg}
+	k := &DataKeys{rec: rec, master: master, cfg: cfg, held: make(map[uuid.UUID]*heldKey)}
 	if cfg.CacheSize > 0 {
 		k.cache = newLRU[keyEntry](cfg.CacheSize)
 	}
@@ -96,17 +118,108 @@ func NewDataKeys(rec KeyRecorder, master *events.Keyring, cfg DataKeysConfig) (*
 // Master returns the master keyring.
 func (k *DataKeys) Master() *events.Keyring { return k.master }
 
-// DataKey implements events.DataKeys: Load with a context bounded by
-// DataKeysConfig.Timeout, for the cipher, which has none.
+// DataKey implements events.DataKeys: the key PrepareDataKeys holds for seq,
+// else the cached one. Without either, it fails with ErrNotPrepared if create
+// is set (it never creates a key), and otherwise reads the key (Load) with a
+// context bounded by DataKeysConfig.Timeout, for decoders that did not
+// prepare: the cipher's interface has no context.
 func (k *DataKeys) DataKey(seq uuid.UUID, create bool) ([]byte, error) {
+	if key, ok, err := k.prepared(seq, create); ok {
+		return key, err
+	}
 	if key, ok, err := k.cached(seq); ok {
 		return key, err
+	}
+	if create {
+		return nil, fmt.Errorf("%w: sequence %s has no data key in memory; create it with PrepareDataKeys (events.Mapper.PrepareKeys) before encoding", ErrNotPrepared, seq)
 	}
 	// The events.Cipher interface carries no context; this bounded one
 	// stands in for it.
 	ctx, cancel := context.WithTimeout(context.Background(), k.cfg.Timeout)
 	defer cancel()
-	return k.Load(ctx, seq, create)
+	return k.Load(ctx, seq, false)
+}
+
+// PrepareDataKeys implements events.DataKeyPreparer: it loads the keys of
+// seqs (Load: from the cache, else from the store) under ctx, creating with
+// create those that have none, and holds them until release is called. A
+// forgotten sequence is held as forgotten, one without a key (create unset)
+// as absent. It returns the first store error, holding nothing.
+func (k *DataKeys) PrepareDataKeys(ctx context.Context, seqs []uuid.UUID, create bool) (release func(), err error) {
+	var taken []uuid.UUID
+	releaseAll := func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		for _, seq := range taken {
+			if h := k.held[seq]; h != nil {
+				if h.refs--; h.refs == 0 {
+					delete(k.held, seq)
+				}
+			}
+		}
+	}
+	var once sync.Once
+	release = func() { once.Do(releaseAll) }
+	for _, seq := range seqs {
+		if k.hold(seq, create) {
+			taken = append(taken, seq)
+			continue
+		}
+		key, err := k.Load(ctx, seq, create)
+		h := &heldKey{key: key}
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrForgotten):
+			h.forgotten = true
+		case errors.Is(err, ErrNotFound) && !create:
+		default:
+			release()
+			return noRelease, fmt.Errorf("store: prepare the data key of %s: %w", seq, err)
+		}
+		k.mu.Lock()
+		if old := k.held[seq]; old != nil {
+			h.refs = old.refs // another preparation holds it: keep what was learnt last
+		}
+		h.refs++
+		k.held[seq] = h
+		k.mu.Unlock()
+		taken = append(taken, seq)
+	}
+	return release, nil
+}
+
+func noRelease() {}
+
+// hold takes one more hold of seq's held key, if it is held and enough for
+// create (a key, or forgotten), and reports whether it did.
+func (k *DataKeys) hold(seq uuid.UUID, create bool) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	h := k.held[seq]
+	if h == nil || (create && h.key == nil && !h.forgotten) {
+		return false
+	}
+	h.refs++
+	return true
+}
+
+// prepared returns seq's held key; ok is false if it is not held, or held
+// as absent and create is set.
+func (k *DataKeys) prepared(seq uuid.UUID, create bool) (key []byte, ok bool, err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	h := k.held[seq]
+	switch {
+	case h == nil:
+		return nil, false, nil
+	case h.forgotten:
+		return nil, true, &events.ForgottenError{SequenceID: seq}
+	case h.key != nil:
+		return h.key, true, nil
+	case create:
+		return nil, false, nil
+	}
+	return nil, true, fmt.Errorf("%w: data key of %s", ErrNotFound, seq)
 }
 
 // Load returns seq's unwrapped data key, creating (and storing) one if create
@@ -147,14 +260,20 @@ func (k *DataKeys) create(ctx context.Context, seq uuid.UUID) (WrappedKey, error
 	return k.rec.CreateDataKey(ctx, WrappedKey{SequenceID: seq, MasterID: id, Wrapped: wrapped})
 }
 
-// Forget forgets seq (KeyRecorder.Forget) and drops its key from the cache.
-// It returns the tombstone's position.
+// Forget forgets seq (KeyRecorder.Forget) and drops its key from the cache
+// and from the keys held by preparations. It returns the tombstone's
+// position.
 func (k *DataKeys) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
 	pos, err := k.rec.Forget(ctx, seq)
 	if err != nil {
 		return 0, err
 	}
 	k.put(seq, nil, true)
+	k.mu.Lock()
+	if h := k.held[seq]; h != nil {
+		h.key, h.forgotten = nil, true
+	}
+	k.mu.Unlock()
 	return pos, nil
 }
 

@@ -231,3 +231,42 @@ func BenchmarkReplay(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)*1000/time.Since(start).Seconds(), "events/s")
 }
+
+// Replay rebuilds from items read elsewhere what Get rebuilds, with Get's
+// errors.
+func TestRepositoryReplay(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	e := f.create(t, 3)
+	r := f.repo(t, store.RepositoryConfig{})
+	items, err := f.rec.SelectEvents(ctx, e.ID(), store.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.Replay(e.ID(), items)
+	want, gerr := r.Get(ctx, e.ID())
+	if err != nil || gerr != nil || got.Version() != 4 || string(got.Attributes["n"]) != "3" || got.Version() != want.Version() {
+		t.Fatalf("Replay = %+v, %v; Get = %+v, %v", got, err, want, gerr)
+	}
+	if _, err := r.Replay(e.ID(), items[1:]); !errors.Is(err, events.ErrVersion) || err.Error()[:13] != "store: replay" {
+		t.Fatalf("Replay of a history without its first event = %v, want events.ErrVersion", err)
+	}
+	if _, err := r.Replay(e.ID(), nil); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Replay of no items = %v, want ErrNotFound", err)
+	}
+	bad := append([]store.SequencedItem(nil), items...)
+	bad[1].Topic = "example.Nonsense"
+	if _, err := r.Replay(e.ID(), bad); !errors.Is(err, events.ErrUnknownTopic) {
+		t.Fatalf("Replay of an unknown topic = %v", err)
+	}
+	if err := e.Discard(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.es.Put(ctx, e.CollectEvents()...); err != nil {
+		t.Fatal(err)
+	}
+	items, _ = f.rec.SelectEvents(ctx, e.ID(), store.Query{})
+	if _, err := r.Replay(e.ID(), items); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Replay of a discarded aggregate = %v, want ErrNotFound", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -271,22 +272,18 @@ func TestTwoRelayWritersOnOneStore(t *testing.T) {
 func waitBroker(t testing.TB, p *proc, addr string) {
 	t.Helper()
 	cl := client(t, addr)
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testutil.Eventually(t, time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		err := cl.Ping(ctx)
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		if p.exited() {
 			t.Fatalf("%s exited: %s\n%s", p.name, p.state(), p.tail(20))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker at %s does not answer: %v", addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("broker at %s does not answer: %v", addr, err)
+	})
 }
 
 // resultWatcher consumes the results topic from its start and keeps the

@@ -12,6 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/eventlog/eventlog/internal/testutil"
 )
 
 // TestProjectorsUnderChurn runs the projector program as three child
@@ -75,7 +77,8 @@ func TestProjectorsUnderChurn(t *testing.T) {
 	w := ps.start("writer", append(append([]string{"writer", "-kafka-brokers", b.addr, "-http-addr", wAddr, "-partitions", "4"},
 		pg.flags(appName("writer"))...), logFlags...)...)
 
-	c := &churn{t: t, ps: ps, b: b, pg: pg, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	seed := testutil.Seed(t)
+	c := &churn{t: t, ps: ps, b: b, pg: pg, rng: rand.New(rand.NewPCG(seed, 1))}
 	for range 3 {
 		c.startProjector()
 	}
@@ -85,7 +88,7 @@ func TestProjectorsUnderChurn(t *testing.T) {
 	}
 	t.Logf("writer and 3 projectors ready after %s", time.Since(t0).Round(time.Millisecond))
 
-	dups := newDuplicator(t, b)
+	dups := newDuplicator(t, b, seed)
 	wl := newWorkloadN(entities, steps, per)
 	prod := b.client(t)
 	produced := make(chan error, 1)
@@ -394,9 +397,9 @@ type duplicator struct {
 	rng  *rand.Rand
 }
 
-func newDuplicator(t testing.TB, b *broker) *duplicator {
+func newDuplicator(t testing.TB, b *broker, seed uint64) *duplicator {
 	d := &duplicator{t: t, prod: b.client(t, kgo.RecordPartitioner(kgo.ManualPartitioner())),
-		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))}
+		rng: rand.New(rand.NewPCG(seed, 2))}
 	cons := b.client(t, kgo.ConsumeTopics(eventsTopic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(100*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -93,7 +93,7 @@ func TestDevSIGKILL(t *testing.T) {
 	}()
 
 	// SIGKILL and restart while the updates flow.
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	rng := testutil.Rand(t, 3)
 	for range kills {
 		time.Sleep(time.Duration(1000+rng.IntN(2500)) * time.Millisecond)
 		dev.kill()

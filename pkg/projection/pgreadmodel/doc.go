@@ -22,8 +22,10 @@
 // A ReadModel is a projection.Policy, projection.Positions and
 // projection.DecodingPolicy. Run it with a projection.Runner whose target is
 // a *postgres.Recorder on the database that holds the tables: Apply and
-// LastPositions reach the recorder's transaction through postgres.PgxTx, so
-// the rows, the dead letters and the tracking commit together.
+// LastPositions reach the pgx transaction under the recorder's through its
+// PgxTx method (a one-method interface the package declares, so it does not
+// import the store), and the rows, the dead letters and the tracking commit
+// together.
 //
 // The version column is the position guard. LastPositions reads the versions
 // of a batch's entities in one statement. Apply folds the batch's events into

@@ -19,7 +19,6 @@ import (
 	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/readmodel"
 	"github.com/eventlog/eventlog/pkg/store"
-	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 
 // Defaults of Options.
@@ -306,14 +305,28 @@ func (m *ReadModel) Migrate(ctx context.Context) error {
 func (m *ReadModel) DecodesEvents() bool { return true }
 
 // ErrNotPostgres reports a runner whose target is not a PostgreSQL recorder.
-var ErrNotPostgres = errors.New("pgreadmodel: the runner's target is not a PostgreSQL recorder (postgres.PgxTx found no pgx transaction)")
+var ErrNotPostgres = errors.New("pgreadmodel: the runner's target is not a PostgreSQL recorder (its transaction has no PgxTx method)")
+
+// pgxTxer is what the read model needs of the runner's transaction: the pgx
+// transaction under it. The store.Tx of a *postgres.Recorder has it.
+type pgxTxer interface {
+	PgxTx() pgx.Tx
+}
+
+// pgxOf returns the pgx transaction under tx.
+func pgxOf(tx store.Tx) (pgx.Tx, bool) {
+	if t, ok := tx.(pgxTxer); ok {
+		return t.PgxTx(), true
+	}
+	return nil, false
+}
 
 // Apply implements projection.Policy: it folds the items into one change per
 // entity and upserts them with one statement per entity type, all sent in
 // one round trip. An item that is not an entity event of a kept type, or has
 // an invalid attribute, fails with a permanent *projection.ItemError.
 func (m *ReadModel) Apply(ctx context.Context, tx store.Tx, items []projection.Item) error {
-	ptx, ok := postgres.PgxTx(tx)
+	ptx, ok := pgxOf(tx)
 	if !ok {
 		return ErrNotPostgres
 	}
@@ -413,7 +426,7 @@ func cmpUUID(a, b uuid.UUID) int {
 // same round trip. A transaction that read the tables with a weaker lock and
 // then waited to write would deadlock with a rebuild that waits to swap them.
 func (m *ReadModel) LastPositions(ctx context.Context, tx store.Tx, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
-	ptx, ok := postgres.PgxTx(tx)
+	ptx, ok := pgxOf(tx)
 	if !ok {
 		return nil, ErrNotPostgres
 	}

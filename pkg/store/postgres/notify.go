@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/eventlog/eventlog/internal/backoff"
 )
 
 // listener owns the LISTEN connection and the Notify subscriptions.
@@ -114,23 +116,21 @@ func (l *listener) markReady() {
 func (r *Recorder) listen() {
 	ctx := r.bg
 	log := r.opts.Logger.With(slog.String(logKeyChannel, r.n.channel))
-	delay := 50 * time.Millisecond
+	wait := backoff.New(50*time.Millisecond, r.opts.ReconnectDelay)
 	for ctx.Err() == nil {
 		err := r.listenOnce(ctx, func() {
-			delay = 50 * time.Millisecond
+			wait.Reset()
 			r.lis.markReady()
 			r.lis.wakeAll() // anything may have committed while we were away
 		})
 		if ctx.Err() != nil {
 			return
 		}
+		delay := wait.Next()
 		log.LogAttrs(ctx, slog.LevelWarn, "LISTEN connection lost; reconnecting", slog.Any(logKeyError, err), slog.Duration("retry_in", delay))
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, delay) != nil {
 			return
-		case <-time.After(delay):
 		}
-		delay = min(2*delay, r.opts.ReconnectDelay)
 	}
 }
 

@@ -22,20 +22,20 @@ type tx struct {
 	failed error
 }
 
-// PgxTx returns the pgx transaction under the store.Tx, for work that must
-// commit with it: a consumer that declares interface{ PgxTx() pgx.Tx } reaches
-// it without importing this package.
-func (t *tx) PgxTx() pgx.Tx { return t.tx }
-
 // PgxTx returns the pgx transaction under a store.Tx that InTx passed, for
 // PostgreSQL-specific work (read models, for example) that must commit with it.
-// A statement that fails through it aborts the whole transaction.
+// A statement that fails through it aborts the whole transaction. Code that
+// should not import this package can ask t for the same through a
+// one-method interface: interface{ PgxTx() pgx.Tx }.
 func PgxTx(t store.Tx) (pgx.Tx, bool) {
-	if t, ok := t.(*tx); ok {
-		return t.tx, true
+	if t, ok := t.(interface{ PgxTx() pgx.Tx }); ok {
+		return t.PgxTx(), true
 	}
 	return nil, false
 }
+
+// PgxTx returns the pgx transaction under t: see the function PgxTx.
+func (t *tx) PgxTx() pgx.Tx { return t.tx }
 
 // InTx runs fn in one transaction (READ COMMITTED) and commits if fn returns
 // nil. If fn returns an error it is returned as is, after rolling back. If a

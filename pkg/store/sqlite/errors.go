@@ -10,6 +10,7 @@ import (
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"github.com/eventlog/eventlog/internal/backoff"
 	"github.com/eventlog/eventlog/pkg/store"
 )
 
@@ -46,20 +47,15 @@ func isUnique(err error) bool {
 // ends. SQLite's busy_timeout already waits inside each call; this covers
 // pools opened without one, and waits longer than one.
 func retryBusy(ctx context.Context, fn func() error) error {
-	backoff := time.Millisecond
+	wait := backoff.New(time.Millisecond, 100*time.Millisecond)
 	for {
 		err := fn()
 		if err == nil || !isBusy(err) {
 			return err
 		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("database is locked by another connection: %w", ctx.Err())
-		case <-t.C:
+		if err := wait.Wait(ctx); err != nil {
+			return fmt.Errorf("database is locked by another connection: %w", err)
 		}
-		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
 

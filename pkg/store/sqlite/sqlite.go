@@ -137,10 +137,10 @@ var (
 //
 // ctx bounds opening and migrating only; it is not retained.
 func Open(ctx context.Context, path string, opts Options) (*Recorder, error) {
+	opts.setDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	opts.setDefaults()
 	opts.Synchronous = Synchronous(strings.ToUpper(string(opts.Synchronous)))
 
 	if path == MemoryPath {
@@ -220,10 +220,10 @@ func New(db *sql.DB, opts Options) (*Recorder, error) {
 	if db == nil {
 		return nil, errors.New("sqlite: New with a nil *sql.DB")
 	}
+	opts.setDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	opts.setDefaults()
 	return newRecorder(db, db, opts, false), nil
 }
 
