@@ -37,8 +37,11 @@
 //     projection keeps applying, then swaps them in, in one transaction
 //     (PostgreSQL: under a lock that stops writers only; SQLite: under the
 //     database's write lock). Only one rebuild of a model runs at a time on
-//     PostgreSQL (an advisory lock). A rebuild emits no command: commands were
-//     sent when the events were first applied.
+//     PostgreSQL (an advisory lock). A rebuild sends only the commands of
+//     the events the live projection had not applied when the new tables
+//     went in (it skips those events afterwards): commands of the others were
+//     sent when the live projection applied them, so together the two send
+//     each command once.
 //
 // # Not guaranteed
 //

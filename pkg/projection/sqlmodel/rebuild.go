@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -129,6 +130,7 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 		return fail(err)
 	}
 	parked := map[uuid.UUID]bool{} // entities an event of which failed
+	var pending []emission         // commands of events the live projection has not applied
 	var reported int64
 	progress := func() {
 		reported = max(reported, st.Last)
@@ -168,10 +170,17 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 			}
 			items = append(items, projection.Item{SequencedItem: n.SequencedItem, NotificationID: n.ID, Event: e})
 		}
-		applied, skipped, err := r.applyRebuild(ctx, c, tx, shadow, items, parked)
+		applied, skipped, emitted, err := r.applyRebuild(ctx, c, tx, shadow, items, parked)
 		if err != nil {
 			return false, err
 		}
+		// Keep the commands of events the live projection has not applied
+		// yet: it never will, once the new tables are in.
+		beyond, err := r.beyondLive(ctx, c, shadow.dialect, emitted)
+		if err != nil {
+			return false, err
+		}
+		pending = append(pending, beyond...)
 		st.Applied += applied
 		st.Skipped += skipped
 		st.Notifications += int64(len(ns))
@@ -195,14 +204,14 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 	// The swap.
 	var swapErr error
 	for attempt := range 3 {
-		saved, savedParked := st, clone(parked)
+		saved, savedParked, savedPending := st, clone(parked), slices.Clone(pending)
 		swapErr = target.InTx(ctx, func(tx store.Tx) error {
-			return r.swap(ctx, tx, shadow, opts.LockTimeout, page)
+			return r.swap(ctx, tx, shadow, opts.LockTimeout, page, &pending)
 		})
 		if swapErr == nil {
 			break
 		}
-		st, parked = saved, savedParked
+		st, parked, pending = saved, savedParked, savedPending
 		if ctx.Err() != nil || attempt == 2 {
 			break
 		}
@@ -217,50 +226,81 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 // applyRebuild applies items to the new tables. If Apply fails with a
 // permanent error, the items are applied again one entity at a time, and an
 // entity whose events fail is parked for the rest of the rebuild.
-func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Names, items []projection.Item, parked map[uuid.UUID]bool) (applied, skipped int64, err error) {
+func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Names, items []projection.Item, parked map[uuid.UUID]bool) (applied, skipped int64, emitted []emission, err error) {
 	if len(items) == 0 {
-		return 0, 0, nil
+		return 0, 0, nil, nil
 	}
 	sp := savepoint{c}
 	if err := sp.begin(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	err = r.apply(ctx, c, tx, n, true, items)
+	emitted, err = r.apply(ctx, c, tx, n, true, items)
 	if err == nil {
-		return int64(len(items)), 0, sp.release(ctx)
+		return int64(len(items)), 0, emitted, sp.release(ctx)
 	}
 	if !projection.IsPermanent(err) {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if err := sp.rollback(ctx); err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	// One event at a time, each in a savepoint of its own.
+	emitted = nil
 	for _, it := range items {
 		if parked[it.SequenceID] {
 			skipped++
 			continue
 		}
 		if err := sp.begin(ctx); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
-		if err := r.apply(ctx, c, tx, n, true, []projection.Item{it}); err != nil {
+		e, err := r.apply(ctx, c, tx, n, true, []projection.Item{it})
+		if err != nil {
 			if !projection.IsPermanent(err) {
-				return 0, 0, err
+				return 0, 0, nil, err
 			}
 			if err := sp.rollback(ctx); err != nil {
-				return 0, 0, err
+				return 0, 0, nil, err
 			}
 			parked[it.SequenceID] = true
 			skipped++
 			continue
 		}
 		if err := sp.release(ctx); err != nil {
-			return 0, 0, err
+			return 0, 0, nil, err
 		}
+		emitted = append(emitted, e...)
 		applied++
 	}
-	return applied, skipped, nil
+	return applied, skipped, emitted, nil
+}
+
+// beyondLive returns the emissions whose cause the live projection has not
+// applied: their commands it will not send, as its position guard skips
+// what the new tables hold.
+func (r *ReadModel) beyondLive(ctx context.Context, c Conn, d Dialect, emitted []emission) ([]emission, error) {
+	if len(emitted) == 0 {
+		return nil, nil
+	}
+	var ids []uuid.UUID
+	seen := map[uuid.UUID]bool{}
+	for _, e := range emitted {
+		if !seen[e.cause.id] {
+			seen[e.cause.id] = true
+			ids = append(ids, e.cause.id)
+		}
+	}
+	live, err := lastPositions(ctx, c, r.positions(r.names(d, "")), d, ids)
+	if err != nil {
+		return nil, err
+	}
+	var out []emission
+	for _, e := range emitted {
+		if p, ok := live[e.cause.id]; !ok || e.cause.pos > p {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // savepoint wraps statements that may fail without aborting the
@@ -286,7 +326,7 @@ func (s savepoint) rollback(ctx context.Context) error {
 
 // swap holds the live projection back, applies the rest of the log to the
 // new tables and puts them in the live ones' place.
-func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout time.Duration, page func(context.Context, store.Tx) (bool, error)) error {
+func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout time.Duration, page func(context.Context, store.Tx) (bool, error), pending *[]emission) error {
 	c, d, err := connOf(tx)
 	if err != nil {
 		return err
@@ -313,6 +353,16 @@ func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout
 		if empty {
 			break
 		}
+	}
+	// The live projection is held back: what it has not applied of the
+	// pending commands' causes it never will. Send those commands (the
+	// outbox keeps each id once, should it have sent some).
+	send, err := r.beyondLive(ctx, c, d, *pending)
+	if err != nil {
+		return err
+	}
+	if err := storeCommands(ctx, tx, send); err != nil {
+		return err
 	}
 	if _, err := r.begin(ctx, c, live); err != nil {
 		return err

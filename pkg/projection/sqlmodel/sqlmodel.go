@@ -149,8 +149,14 @@ type Tx struct {
 	model      string
 	rebuilding bool
 	store      store.Tx
-	emitted    []wire.Command
+	emitted    []emission
 	counts     map[cause]int
+}
+
+// emission is a command emitted and the event that caused it.
+type emission struct {
+	cmd   wire.Command
+	cause cause
 }
 
 type cause struct {
@@ -164,8 +170,7 @@ func (t *Tx) Table(name string) string { return t.names.Table(name) }
 // Dialect returns the dialect of the tables.
 func (t *Tx) Dialect() Dialect { return t.names.dialect }
 
-// Rebuilding reports that the transaction belongs to a rebuild (commands
-// emitted are dropped).
+// Rebuilding reports that the transaction belongs to a rebuild.
 func (t *Tx) Rebuilding() bool { return t.rebuilding }
 
 // Emit sends cmd in reaction to the event of item: it is stored in the
@@ -174,13 +179,12 @@ func (t *Tx) Rebuilding() bool { return t.rebuilding }
 // the number of commands emitted for it so far in this transaction
 // (wire.CausedCommandID), so applying the same events again emits the same
 // commands. A command whose id is already in the outbox is not stored
-// again. During a rebuild Emit does nothing.
+// again. During a rebuild, only the commands of events the live projection
+// has not applied when the rebuild swaps its tables in are sent: those it
+// will skip.
 func (t *Tx) Emit(item projection.Item, cmd wire.Command) error {
-	if t.rebuilding {
-		return nil
-	}
+	k := cause{item.SequenceID, item.Position}
 	if cmd.CommandID == uuid.Nil {
-		k := cause{item.SequenceID, item.Position}
 		if t.counts == nil {
 			t.counts = map[cause]int{}
 		}
@@ -190,7 +194,7 @@ func (t *Tx) Emit(item projection.Item, cmd wire.Command) error {
 	if _, err := wire.CommandItem(cmd); err != nil {
 		return projection.Permanent(fmt.Errorf("sqlmodel: %s: emit %s %s: %w", t.model, cmd.Entity, cmd.Type, err))
 	}
-	t.emitted = append(t.emitted, cmd)
+	t.emitted = append(t.emitted, emission{cmd, k})
 	return nil
 }
 
@@ -398,30 +402,40 @@ func (r *ReadModel) Apply(ctx context.Context, tx store.Tx, items []projection.I
 	if err := r.lockWrite(ctx, c, d); err != nil {
 		return err
 	}
-	return r.apply(ctx, c, tx, r.names(d, ""), false, items)
+	emitted, err := r.apply(ctx, c, tx, r.names(d, ""), false, items)
+	if err != nil {
+		return err
+	}
+	return storeCommands(ctx, tx, emitted)
 }
 
-func (r *ReadModel) apply(ctx context.Context, c Conn, stx store.Tx, n Names, rebuilding bool, items []projection.Item) error {
+// apply runs the model's Apply and records the positions; it returns the
+// commands Apply emitted.
+func (r *ReadModel) apply(ctx context.Context, c Conn, stx store.Tx, n Names, rebuilding bool, items []projection.Item) ([]emission, error) {
 	if len(items) == 0 {
-		return nil
+		return nil, nil
 	}
 	for i := range items {
 		if e := events.EntityOf(items[i].Topic); !r.entities[e] {
-			return &projection.ItemError{Index: i, Err: projection.Permanent(fmt.Errorf("sqlmodel: %s reads no %s events (topic %s)", r.m.Name, e, items[i].Topic))}
+			return nil, &projection.ItemError{Index: i, Err: projection.Permanent(fmt.Errorf("sqlmodel: %s reads no %s events (topic %s)", r.m.Name, e, items[i].Topic))}
 		}
 	}
 	t := &Tx{Conn: c, names: n, model: r.m.Name, rebuilding: rebuilding, store: stx}
 	if err := r.m.Apply(ctx, t, items); err != nil {
-		return err
+		return nil, err
 	}
-	if err := storeCommands(ctx, stx, t.emitted); err != nil {
-		return err
-	}
-	return setPositions(ctx, c, r.positions(n), n.dialect, items)
+	return t.emitted, setPositions(ctx, c, r.positions(n), n.dialect, items)
 }
 
 // storeCommands inserts into the outbox the commands not already there.
-func storeCommands(ctx context.Context, tx store.Tx, cmds []wire.Command) error {
+func storeCommands(ctx context.Context, tx store.Tx, emitted []emission) error {
+	if len(emitted) == 0 {
+		return nil
+	}
+	cmds := make([]wire.Command, len(emitted))
+	for i, e := range emitted {
+		cmds[i] = e.cmd
+	}
 	if len(cmds) == 0 {
 		return nil
 	}
