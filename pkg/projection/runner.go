@@ -239,7 +239,7 @@ func (r *Runner) Stats() Stats {
 		Batches: r.batches.Load(), Records: r.records.Load(), Applied: r.applied.Load(),
 		Duplicates: r.duplicates.Load(), Repaired: r.repaired.Load(), DeadLetters: r.dead.Load(),
 		Retries: r.retries.Load(),
-		Parked: r.parked.Load(), ParkedEvents: r.parkedEvents.Load(), Retried: r.retried.Load(), RetriedEvents: r.retriedEvents.Load(),
+		Parked:  r.parked.Load(), ParkedEvents: r.parkedEvents.Load(), Retried: r.retried.Load(), RetriedEvents: r.retriedEvents.Load(),
 		RetryFailures: r.retryFailures.Load(), Skipped: r.skipped.Load(), SkippedEvents: r.skippedEvents.Load(),
 		ParkedNow: r.parkedNow.Load(), ParkedEventsNow: r.parkedEventsNow.Load(),
 	}
