@@ -68,63 +68,6 @@ func eachTarget(t *testing.T, f func(t *testing.T, target parkTarget)) {
 	}
 }
 
-// fault makes a policy fail on one event: permanently while on, and
-// transiently (attributed with an *ItemError) as many times as transient
-// says first.
-type fault struct {
-	id        uuid.UUID
-	pos       atomic.Int64
-	on        atomic.Bool
-	transient atomic.Int64
-	// unattributed fails without an *ItemError (the runner then applies the
-	// items one at a time to find it).
-	unattributed bool
-	hits         atomic.Int64
-}
-
-func (f *fault) check(items []projection.Item) error {
-	for i, it := range items {
-		if it.SequenceID != f.id || it.Position != f.pos.Load() {
-			continue
-		}
-		f.hits.Add(1)
-		if f.transient.Load() > 0 {
-			f.transient.Add(-1)
-			return &projection.ItemError{Index: i, Err: errors.New("i/o timeout")}
-		}
-		if f.on.Load() {
-			err := projection.Permanent(fmt.Errorf("event %d of %s refused", it.Position, it.SequenceID))
-			if f.unattributed {
-				return err
-			}
-			return &projection.ItemError{Index: i, Err: err}
-		}
-	}
-	return nil
-}
-
-// faulty is a policy with a fault.
-type faulty struct {
-	projection.Policy
-	f *fault
-}
-
-func (p faulty) Apply(ctx context.Context, tx store.Tx, items []projection.Item) error {
-	if err := p.f.check(items); err != nil {
-		return err
-	}
-	return p.Policy.Apply(ctx, tx, items)
-}
-
-func (p faulty) LastPositions(ctx context.Context, tx store.Tx, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
-	return p.Policy.(projection.Positions).LastPositions(ctx, tx, ids)
-}
-
-func (p faulty) DecodesEvents() bool {
-	d, ok := p.Policy.(projection.DecodingPolicy)
-	return ok && d.DecodesEvents()
-}
-
 // parkScene is a random history of a few entities, one of which (x) the
 // policy refuses at position k, published with duplicates and gaps.
 type parkScene struct {
@@ -134,7 +77,7 @@ type parkScene struct {
 	log    []store.Notification
 	x      *entity.Entity
 	k, n   int64 // the refused position, x's last
-	f      *fault
+	f      *projtest.Fault
 	target parkTarget
 	cfg    projection.Config
 }
@@ -153,10 +96,8 @@ func newParkScene(t *testing.T, target parkTarget, seed uint64) *parkScene {
 	}
 	s.n = s.x.Version() - 1
 	s.k = 2 + rng.Int64N(s.n/2)
-	s.f = &fault{id: s.x.ID()}
-	s.f.pos.Store(s.k)
-	s.f.on.Store(true)
-	s.cfg = projection.Config{Name: name, Policy: counting{faulty{decodingCopy{}, s.f}}, Mapper: mapper, Source: src, RetryBackoff: time.Millisecond}
+	s.f = projtest.NewFault(s.x.ID(), s.k)
+	s.cfg = projection.Config{Name: name, Policy: counting{projtest.Faulty(decodingCopy{}, s.f)}, Mapper: mapper, Source: src, RetryBackoff: time.Millisecond}
 	return s
 }
 
@@ -284,7 +225,7 @@ func TestParkSequence(t *testing.T) {
 			t.Parallel()
 			eachTarget(t, func(t *testing.T, target parkTarget) {
 				s := newParkScene(t, target, 1)
-				s.f.unattributed = unattributed
+				s.f.Unattributed = unattributed
 				s.feed(s.log)
 				s.checkApplied(store.PositionRange{From: s.k, To: s.n})
 				row := s.checkParked(s.k)
@@ -298,7 +239,7 @@ func TestParkSequence(t *testing.T) {
 				}
 
 				// Fault removed: the retry applies k..n once.
-				s.f.on.Store(false)
+				s.f.On.Store(false)
 				dl, err := projection.NewDeadLetters(s.runner())
 				if err != nil {
 					t.Fatal(err)
@@ -367,8 +308,8 @@ func TestParkTransient(t *testing.T) {
 	t.Parallel()
 	eachTarget(t, func(t *testing.T, target parkTarget) {
 		s := newParkScene(t, target, 2)
-		s.f.on.Store(false)
-		s.f.transient.Store(2) // the budget is 3
+		s.f.On.Store(false)
+		s.f.Transient.Store(2) // the budget is 3
 		r := s.runner()
 		recs := flatten(publish(s.rng, s.log, 1, 0))
 		if err := r.HandleBatch(t.Context(), recs); err != nil {
@@ -378,14 +319,14 @@ func TestParkTransient(t *testing.T) {
 		if rows, _ := target.ListParked(t.Context(), store.ParkedQuery{}); len(rows) != 0 {
 			t.Fatalf("a healed transient failure parked %+v", rows)
 		}
-		if st := r.Stats(); st.Parked != 0 || st.Retries != 2 || s.f.hits.Load() != 3 {
-			t.Fatalf("stats %+v, %d hits; want 2 retries, 3 tries of the event and nothing parked", st, s.f.hits.Load())
+		if st := r.Stats(); st.Parked != 0 || st.Retries != 2 || s.f.Hits.Load() != 3 {
+			t.Fatalf("stats %+v, %d hits; want 2 retries, 3 tries of the event and nothing parked", st, s.f.Hits.Load())
 		}
 	})
 	eachTarget(t, func(t *testing.T, target parkTarget) {
 		s := newParkScene(t, target, 3)
-		s.f.on.Store(false)
-		s.f.transient.Store(1000)
+		s.f.On.Store(false)
+		s.f.Transient.Store(1000)
 		s.cfg.TransientRetries = 2
 		r := s.runner()
 		if err := r.HandleBatch(t.Context(), flatten(publish(s.rng, s.log, 1, 0))); err != nil {
@@ -395,13 +336,13 @@ func TestParkTransient(t *testing.T) {
 		if !strings.Contains(row.Reason, "failed 3 times") || !strings.Contains(row.Reason, "i/o timeout") {
 			t.Errorf("reason %q does not say it failed 3 times", row.Reason)
 		}
-		if got := s.f.hits.Load(); got != 3 {
+		if got := s.f.Hits.Load(); got != 3 {
 			t.Errorf("the event was tried %d times, want 3", got)
 		}
 		// Without a budget the error is returned, and nothing is committed.
 		s2 := newParkScene(t, memory.New(), 3)
-		s2.f.on.Store(false)
-		s2.f.transient.Store(1000)
+		s2.f.On.Store(false)
+		s2.f.Transient.Store(1000)
 		s2.cfg.TransientRetries = -1
 		err := s2.runner().HandleBatch(t.Context(), flatten(publish(s2.rng, s2.log, 1, 0)))
 		if err == nil || projection.IsPermanent(err) || !strings.Contains(err.Error(), "i/o timeout") {
@@ -443,7 +384,7 @@ func TestParkSkip(t *testing.T) {
 		if _, err := dl.Retry(ctx, name, "", s.x.ID()); !errors.Is(err, projection.ErrNotParked) {
 			t.Fatalf("retry after skip = %v, want ErrNotParked", err)
 		}
-		s.f.on.Store(false) // nothing may apply the skipped events now
+		s.f.On.Store(false) // nothing may apply the skipped events now
 		// The skipped events arrive again (redelivered, replayed): never
 		// applied. Later events, delivered after a gap: applied, with only
 		// the missing later one read from the source.
@@ -483,7 +424,7 @@ func TestParkRetryFailsAgain(t *testing.T) {
 		s := newParkScene(t, target, 5)
 		s.feed(s.log)
 		first := s.checkParked(s.k)
-		s.f.pos.Store(s.k + 1)
+		s.f.Pos.Store(s.k + 1)
 		r := s.runner()
 		res, err := r.Retry(t.Context(), s.x.ID())
 		if err != nil {
@@ -528,7 +469,7 @@ func TestParkRetryRacesRunner(t *testing.T) {
 		if err := live.HandleBatch(ctx, recs[:cut]); err != nil {
 			t.Fatal(err)
 		}
-		s.f.on.Store(false)
+		s.f.On.Store(false)
 		var wg sync.WaitGroup
 		done := make(chan struct{})
 		var retried atomic.Int64
@@ -559,12 +500,12 @@ func TestParkRetryRacesRunner(t *testing.T) {
 			i += n
 			time.Sleep(time.Duration(s.rng.IntN(300)) * time.Microsecond) // let the retries in
 			if i%5 == 0 {
-				s.f.on.Store(!s.f.on.Load()) // x parks now and then, and is retried
+				s.f.On.Store(!s.f.On.Load()) // x parks now and then, and is retried
 			}
 		}
 		close(done)
 		wg.Wait()
-		s.f.on.Store(false)
+		s.f.On.Store(false)
 		if _, err := operator.Retry(ctx, s.x.ID()); err != nil && !errors.Is(err, projection.ErrNotParked) {
 			t.Fatal(err)
 		}

@@ -368,3 +368,11 @@ func (r *Recorder) CountParked(ctx context.Context) ([]store.ParkedCount, error)
 	}
 	return out, nil
 }
+
+// TxOf returns the store.Tx of ptx, a transaction the caller began on the
+// recorder's database, for the store's own work (parked sequences, events,
+// tracking) that must commit with the caller's: a read model's rebuild
+// parks sequences in the transaction that swaps its tables in. The caller
+// commits or rolls back ptx; after a call through the store.Tx fails, roll
+// it back.
+func (r *Recorder) TxOf(ptx pgx.Tx) store.Tx { return &tx{r: r, tx: ptx} }
