@@ -23,7 +23,8 @@
 // projection.DecodingPolicy. Run it with a projection.Runner whose target is
 // a *postgres.Recorder on the database that holds the tables: Apply and
 // LastPositions reach the recorder's transaction through postgres.PgxTx, so
-// the rows, the dead letters and the tracking commit together.
+// the rows, the parked events, the dead letters and the tracking commit
+// together.
 //
 // The version column is the position guard. LastPositions reads the versions
 // of a batch's entities in one statement. Apply folds the batch's events into
@@ -32,7 +33,8 @@
 // merges attributes and moves the version forward only (WHERE version <
 // excluded.version). An event that is not an entity event of a kept type, or
 // sets an attribute with an invalid name, is a permanent *projection.ItemError:
-// the runner dead-letters it. Database errors are transient.
+// the runner parks its entity (its row stays as it was before that event;
+// see package projection). Database errors are transient.
 //
 // # Reading
 //
@@ -46,7 +48,9 @@
 // Rebuild replays the notification log (not Kafka) into shadow tables and
 // swaps them in in one transaction; see its documentation for how it keeps
 // queries and the live runner going, and why the result holds everything the
-// live runner applied. Progress is reported through a callback.
+// live runner applied. It keeps to the live projection's parked sequences:
+// parked and skipped events stay out, and what fails again is parked, in
+// the swap's transaction. Progress is reported through a callback.
 //
 // # Not guaranteed
 //
