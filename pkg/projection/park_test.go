@@ -136,23 +136,6 @@ func (s *parkScene) feed(log []store.Notification) {
 	c.Run(projtest.Publish(s.rng, log, 2, 0.1))
 }
 
-// applied returns how many times the target applied each position of id.
-func (s *parkScene) applied(id uuid.UUID) map[int64]int {
-	s.t.Helper()
-	out := map[int64]int{}
-	for _, n := range s.log {
-		if n.SequenceID != id {
-			continue
-		}
-		got, err := s.target.SelectEvents(s.t.Context(), markerID(id, n.Position), store.Query{})
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		out[n.Position] = len(got)
-	}
-	return out
-}
-
 // checkApplied asserts that every event of log was applied once, but x's
 // positions in skip (applied never).
 func (s *parkScene) checkApplied(skip store.PositionRange) {

@@ -290,10 +290,9 @@ type batch struct {
 	retry *retryJob
 }
 
-// retryJob is a retry's sequence and what its last attempt found.
+// retryJob is a retry's sequence.
 type retryJob struct {
-	id   uuid.UUID
-	prev store.ParkedSequence // the parked row as found
+	id uuid.UUID
 }
 
 // outcome is what one attempt did, counted once it commits.
