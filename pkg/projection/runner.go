@@ -530,11 +530,6 @@ func newBatch(n int) *batch {
 // parked sequence that commits while this transaction waits for its row is
 // then seen whole, its row gone and its effect in the positions.
 func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcome) error {
-	for _, t := range b.tracking {
-		if err := tx.SetTracking(ctx, t); err != nil {
-			return err
-		}
-	}
 	var ptx store.ParkTx
 	parks := map[uuid.UUID]*seqPark{}
 	if r.park && len(b.ids) > 0 {
@@ -542,13 +537,32 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 		if ptx, err = store.ParkTxOf(tx); err != nil {
 			return fmt.Errorf("projection %q: %w", r.cfg.Name, err)
 		}
-		rows, err := ptx.ParkedSequences(ctx, r.cfg.Name, b.ids)
-		if err != nil {
+	}
+	var rows map[uuid.UUID]store.ParkedSequence
+	if tp, ok := ptx.(store.TrackingParkTx); ok && len(b.tracking) > 0 {
+		// One round trip for both.
+		var err error
+		if rows, err = tp.SetTrackingsParked(ctx, b.tracking, r.cfg.Name, b.ids); err != nil {
+			if errors.Is(err, store.ErrTrackingConflict) {
+				return err
+			}
 			return fmt.Errorf("projection %q: parked sequences: %w", r.cfg.Name, err)
 		}
-		for id, row := range rows {
-			parks[id] = newSeqPark(row)
+	} else {
+		for _, t := range b.tracking {
+			if err := tx.SetTracking(ctx, t); err != nil {
+				return err
+			}
 		}
+		if ptx != nil {
+			var err error
+			if rows, err = ptx.ParkedSequences(ctx, r.cfg.Name, b.ids); err != nil {
+				return fmt.Errorf("projection %q: parked sequences: %w", r.cfg.Name, err)
+			}
+		}
+	}
+	for id, row := range rows {
+		parks[id] = newSeqPark(row)
 	}
 	if b.retry != nil {
 		if err := r.takeParked(ctx, ptx, b, parks, out); err != nil {

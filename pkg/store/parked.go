@@ -166,6 +166,18 @@ type ParkTx interface {
 	RecordParkAction(ctx context.Context, a ParkAction) error
 }
 
+// A TrackingParkTx is a ParkTx that records tracking and reads parked rows
+// in one call: on a database server, one round trip for what a projection
+// does first in every transaction. It is optional; a caller that finds it
+// missing calls SetTracking (or SetTrackings) and then ParkedSequences.
+type TrackingParkTx interface {
+	// SetTrackingsParked records ts as TrackingsSetter.SetTrackings does and
+	// then returns ParkedSequences(ctx, name, ids). On a tracking conflict it
+	// returns the *TrackingConflictError, and the transaction must be rolled
+	// back.
+	SetTrackingsParked(ctx context.Context, ts []Tracking, name string, ids []uuid.UUID) (map[uuid.UUID]ParkedSequence, error)
+}
+
 // ParkRecorder reads parked sequences outside a transaction; writes go
 // through the ParkTx of its InTx. Every backend implements it.
 type ParkRecorder interface {

@@ -16,8 +16,9 @@ import (
 )
 
 var (
-	_ store.ParkRecorder = (*Recorder)(nil)
-	_ store.ParkTx       = (*tx)(nil)
+	_ store.ParkRecorder   = (*Recorder)(nil)
+	_ store.ParkTx         = (*tx)(nil)
+	_ store.TrackingParkTx = (*tx)(nil)
 )
 
 const parkedColumns = `sequence_id, entity, first_pos, last_pos, event_count, reason, parked_at, updated_at, retries, skipped::text`
@@ -147,6 +148,64 @@ func (t *tx) ParkedSequences(ctx context.Context, name string, ids []uuid.UUID) 
 	if err != nil {
 		return nil, t.fail(fmt.Errorf("postgres: parked sequences: %w", err))
 	}
+	for _, s := range got {
+		out[s.SequenceID] = s
+	}
+	return out, nil
+}
+
+// SetTrackingsParked implements store.TrackingParkTx: the tracking upserts
+// and the locking read of the parked rows in one pipelined batch, which the
+// server runs in order.
+func (t *tx) SetTrackingsParked(ctx context.Context, ts []store.Tracking, name string, ids []uuid.UUID) (map[uuid.UUID]store.ParkedSequence, error) {
+	if t.failed != nil {
+		return nil, t.failed
+	}
+	if len(ids) == 0 {
+		return map[uuid.UUID]store.ParkedSequence{}, t.SetTrackings(ctx, ts)
+	}
+	arg := make([]pgtype.UUID, len(ids))
+	for i, id := range ids {
+		arg[i] = pgUUID(id)
+	}
+	b := &pgx.Batch{}
+	for _, tr := range ts {
+		b.Queue(t.r.q.setTracking, tr.Name, tr.Topic, tr.Partition, tr.Position)
+	}
+	b.Queue(t.r.pq.lock, name, arg)
+	res := t.tx.SendBatch(ctx, b)
+	conflicted, seen := -1, int64(0)
+	for i := range ts {
+		var changed, stored int64
+		if err := res.QueryRow().Scan(&changed, &stored); err != nil {
+			_ = res.Close()
+			return nil, t.fail(fmt.Errorf("postgres: set tracking: %w", err))
+		}
+		if changed == 0 && conflicted < 0 {
+			conflicted, seen = i, stored
+		}
+	}
+	rows, err := res.Query()
+	var got []store.ParkedSequence
+	if err == nil {
+		got, err = scanParked(rows, name)
+	}
+	if cerr := res.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, t.fail(fmt.Errorf("postgres: parked sequences: %w", err))
+	}
+	if conflicted >= 0 {
+		tr := ts[conflicted]
+		for _, later := range ts[conflicted+1:] {
+			if later.Name == tr.Name && later.Topic == tr.Topic && later.Partition == tr.Partition {
+				return nil, t.fail(&store.TrackingConflictError{Tracking: tr, Stored: seen})
+			}
+		}
+		return nil, t.fail(t.trackingConflict(ctx, tr, seen))
+	}
+	out := make(map[uuid.UUID]store.ParkedSequence, len(got))
 	for _, s := range got {
 		out[s.SequenceID] = s
 	}

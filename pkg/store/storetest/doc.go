@@ -33,7 +33,9 @@
 // with nothing parked kept only while it has skipped positions; a parked
 // position refused a second time, the transaction still usable; invalid
 // input refused; the trail of retries and skips; and transactions that read
-// a parked sequence and extend it taking turns, none losing an extension).
+// a parked sequence and extend it taking turns, none losing an extension;
+// and, where a transaction is a store.TrackingParkTx, tracking and parked rows
+// in one call).
 //
 // Subtests run in parallel, so newRecorder must be safe to call from several
 // goroutines, and the recorders it returns must not share data.

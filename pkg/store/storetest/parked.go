@@ -473,3 +473,62 @@ func (s *suite) testParkedLock(t *testing.T) {
 	}
 	checkParkedEvents(t, "the extended sequence", evs, parkedEvents("p", id, 0, n))
 }
+
+// testParkedTracking: a store.TrackingParkTx records tracking and reads the
+// parked rows in one call, as SetTrackings and ParkedSequences would.
+func (s *suite) testParkedTracking(t *testing.T) {
+	rec, _ := s.parkRecorder(t)
+	ctx := t.Context()
+	a, b := uuid.New(), uuid.New()
+	var supported bool
+	err := parkTx(t, rec, func(tx store.Tx, p store.ParkTx) error {
+		if _, supported = tx.(store.TrackingParkTx); !supported {
+			return nil
+		}
+		return p.PutParkedSequence(ctx, parkedSeq("p", a, 2, 3, "x"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !supported {
+		t.Skip("the recorder's Tx is not a store.TrackingParkTx")
+	}
+	tr := func(partition int32, pos int64) store.Tracking {
+		return store.Tracking{Name: "p", Topic: "t", Partition: partition, Position: pos}
+	}
+	err = parkTx(t, rec, func(tx store.Tx, p store.ParkTx) error {
+		rows, err := tx.(store.TrackingParkTx).SetTrackingsParked(ctx, []store.Tracking{tr(0, 5), tr(0, 7), tr(1, 2)}, "p", []uuid.UUID{a, b})
+		if err != nil {
+			return err
+		}
+		if len(rows) != 1 {
+			return fmt.Errorf("SetTrackingsParked returned %d rows, want a's", len(rows))
+		}
+		checkSeq(t, "SetTrackingsParked", rows[a], parkedSeq("p", a, 2, 3, "x"))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[int32]int64{0: 7, 1: 2} {
+		if got, err := rec.Tracking(ctx, "p", "t", p); err != nil || got != want {
+			t.Fatalf("Tracking(p, t, %d) = %d, %v; want %d", p, got, err, want)
+		}
+	}
+	// A position that does not move forward fails the call and the
+	// transaction, even if fn swallows the error.
+	err = parkTx(t, rec, func(tx store.Tx, p store.ParkTx) error {
+		_, err := tx.(store.TrackingParkTx).SetTrackingsParked(ctx, []store.Tracking{tr(1, 9), tr(0, 6)}, "p", []uuid.UUID{a})
+		var tce *store.TrackingConflictError
+		if !errors.As(err, &tce) || tce.Tracking.Partition != 0 || tce.Stored != 7 {
+			return fmt.Errorf("SetTrackingsParked over a newer position = %v, want a conflict naming partition 0 at 7", err)
+		}
+		return nil
+	})
+	if !errors.Is(err, store.ErrTrackingConflict) {
+		t.Fatalf("InTx after a swallowed conflict = %v, want store.ErrTrackingConflict", err)
+	}
+	if got, _ := rec.Tracking(ctx, "p", "t", 1); got != 2 {
+		t.Fatalf("the failed transaction moved tracking to %d", got)
+	}
+}

@@ -100,6 +100,7 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 		{"ParkedConflict", s.testParkedConflict},
 		{"ParkActions", s.testParkActions},
 		{"ParkedLock", s.testParkedLock},
+		{"ParkedTracking", s.testParkedTracking},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
