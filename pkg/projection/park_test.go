@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -80,6 +81,40 @@ type parkScene struct {
 	f      *projtest.Fault
 	target parkTarget
 	cfg    projection.Config
+	logs   *logRecords
+}
+
+// logRecords keeps the records logged.
+type logRecords struct {
+	mu  sync.Mutex
+	all []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all = append(l.all, r.Clone())
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+// with returns the records whose message starts with prefix, each as its
+// attributes.
+func (l *logRecords) with(prefix string) []map[string]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]string
+	for _, r := range l.all {
+		if !strings.HasPrefix(r.Message, prefix) {
+			continue
+		}
+		m := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool { m[a.Key] = a.Value.String(); return true })
+		out = append(out, m)
+	}
+	return out
 }
 
 func newParkScene(t *testing.T, target parkTarget, seed uint64) *parkScene {
@@ -97,7 +132,9 @@ func newParkScene(t *testing.T, target parkTarget, seed uint64) *parkScene {
 	s.n = s.x.Version() - 1
 	s.k = 2 + rng.Int64N(s.n/2)
 	s.f = projtest.NewFault(s.x.ID(), s.k)
-	s.cfg = projection.Config{Name: name, Policy: counting{projtest.Faulty(decodingCopy{}, s.f)}, Mapper: mapper, Source: src, RetryBackoff: time.Millisecond}
+	s.logs = &logRecords{}
+	s.cfg = projection.Config{Name: name, Policy: counting{projtest.Faulty(decodingCopy{}, s.f)}, Mapper: mapper, Source: src,
+		RetryBackoff: time.Millisecond, Logger: slog.New(s.logs)}
 	return s
 }
 
@@ -214,6 +251,13 @@ func TestParkSequence(t *testing.T) {
 				row := s.checkParked(s.k)
 				if !strings.Contains(row.Reason, fmt.Sprintf("event %d of %s refused", s.k, s.x.ID())) {
 					t.Errorf("reason %q does not say why", row.Reason)
+				}
+				// Logged once, though several runners handled x's later
+				// events, saying which entity and why.
+				parkedLogs := s.logs.with("projection: sequence parked")
+				if len(parkedLogs) != 1 || parkedLogs[0]["sequence_id"] != s.x.ID().String() || parkedLogs[0]["entity"] != s.x.Type ||
+					parkedLogs[0]["position"] != fmt.Sprint(s.k) || !strings.Contains(parkedLogs[0]["reason"], "refused") {
+					t.Errorf("parking logged %v, want once with the entity, position and reason", parkedLogs)
 				}
 				// The failing event reached the dead letters, once.
 				dls := deadLetters(t, target)
