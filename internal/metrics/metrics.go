@@ -121,6 +121,15 @@ func Projection(r prometheus.Registerer, name string, stats func() projection.St
 	counter(r, "eventlog_projection_repaired_total", "Events read from the store to fill gaps.", l, func() float64 { return float64(stats().Repaired) })
 	counter(r, "eventlog_projection_dead_letters_total", "Poison events dead-lettered.", l, func() float64 { return float64(stats().DeadLetters) })
 	counter(r, "eventlog_projection_batches_total", "Batches committed.", l, func() float64 { return float64(stats().Batches) })
+	counter(r, "eventlog_projection_parks_total", "Sequences parked: a poison event and the later events of its entity wait.", l, func() float64 { return float64(stats().Parked) })
+	counter(r, "eventlog_projection_parked_events_total", "Events parked (poison ones and those that followed).", l, func() float64 { return float64(stats().ParkedEvents) })
+	counter(r, "eventlog_projection_retries_total", "Parked sequences retried and applied.", l, func() float64 { return float64(stats().Retried) })
+	counter(r, "eventlog_projection_retried_events_total", "Events applied by retries of parked sequences.", l, func() float64 { return float64(stats().RetriedEvents) })
+	counter(r, "eventlog_projection_retry_failures_total", "Retries of parked sequences that failed again.", l, func() float64 { return float64(stats().RetryFailures) })
+	counter(r, "eventlog_projection_skips_total", "Parked sequences skipped by an operator.", l, func() float64 { return float64(stats().Skipped) })
+	counter(r, "eventlog_projection_skipped_events_total", "Parked events skipped by an operator, never applied.", l, func() float64 { return float64(stats().SkippedEvents) })
+	gauge(r, "eventlog_projection_parked_sequences", "Sequences parked now (counted in the store every few seconds).", l, func() float64 { return float64(stats().ParkedNow) })
+	gauge(r, "eventlog_projection_parked_events", "Events parked now (counted in the store every few seconds).", l, func() float64 { return float64(stats().ParkedEventsNow) })
 	latency := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "eventlog_projection_event_latency_seconds", Help: "From an event's timestamp to the commit of its batch.",
 		ConstLabels: l, Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),

@@ -53,6 +53,8 @@ func (p Program) commands() map[string]command {
 		"tail":      {p.Tail, "follow events live from Kafka"},
 		"version":   {p.Version, "print the version"},
 		"health":    {p.Health, "check that a running service is ready (for container health checks)"},
+
+		"dead-letters": {p.DeadLetters, "list, show, retry or skip parked events; list and resend dead letters from Kafka"},
 	}
 }
 
@@ -111,7 +113,7 @@ func (p Program) usage(env Env, cmds map[string]command) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: event sourcing over Kafka and PostgreSQL (eventlog).\n\nUsage: %s <command> [flags]   (%s <command> -h for its flags)\n\nCommands:\n", p.Name, p.Name, p.Name)
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-9s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintf(&b, "\nStart with: %s dev\n", p.Name)
 	fmt.Fprint(env.Stderr, b.String())

@@ -22,7 +22,8 @@ type RebuildResult struct {
 	ReadModel     string `json:"read_model"`
 	Notifications int64  `json:"notifications"`
 	Applied       int64  `json:"applied"`
-	Skipped       int64  `json:"skipped"`
+	Skipped       int64  `json:"skipped"` // left out: parked, skipped, or failing
+	Parked        int64  `json:"parked"`  // entities the rebuild parked
 	Last          int64  `json:"last"`
 }
 
@@ -86,7 +87,7 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 					return sqlmodel.RebuildStats{}, err
 				}
 				st, err := rm.Rebuild(ctx, rec, mapper, pgreadmodel.RebuildOptions{Progress: progress})
-				return sqlmodel.RebuildStats{Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped, Last: st.Last}, err
+				return sqlmodel.RebuildStats{Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped + st.Held, Parked: st.Parked, Last: st.Last}, err
 			}})
 		case len(only) > 0:
 			return UsageError{errors.New("the generic entity's read model on SQLite has no rebuild: stop the projector, delete its readmodel_* tables and start it again")}
@@ -127,10 +128,10 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 		if err != nil {
 			return fmt.Errorf("rebuild %s: %w", j.name, err)
 		}
-		results = append(results, RebuildResult{ReadModel: j.name, Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped, Last: st.Last})
+		results = append(results, RebuildResult{ReadModel: j.name, Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped, Parked: st.Parked, Last: st.Last})
 		if !asJSON {
-			fmt.Fprintf(env.Stdout, "rebuilt %s: %s events applied from %s notifications (%s skipped), complete up to notification %d\n",
-				j.name, thousands(st.Applied), thousands(st.Notifications), thousands(st.Skipped), st.Last)
+			fmt.Fprintf(env.Stdout, "rebuilt %s: %s events applied from %s notifications (%s left out, %s entities parked), complete up to notification %d\n",
+				j.name, thousands(st.Applied), thousands(st.Notifications), thousands(st.Skipped), thousands(st.Parked), st.Last)
 		}
 	}
 	if asJSON {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -29,19 +30,33 @@ const (
 	logKeyPosition   = "position"
 	logKeyReason     = "reason"
 	logKeyCount      = "count"
+	logKeyEntity     = "entity"
 )
 
 // PoisonAction says what a runner does with a poison event: a record whose
 // headers do not parse, an item that does not decode, or one the policy fails
-// with a permanent error.
+// with a permanent error (or with a transient one, attributed to it, more
+// often than Config.TransientRetries allows).
 type PoisonAction int
 
 const (
+	// PoisonPark (the default) parks the poison event's sequence for the
+	// projection: the event and every later event of the same sequence are
+	// stored in the target, in order, in the same transaction as the rest of
+	// the batch, and not applied, while the other sequences go on. An
+	// operator retries them (Runner.Retry: applied in order, once) or skips
+	// them (Runner.Skip: recorded with a reason). The poison event is also
+	// recorded once as a dead letter (wire.DeadLetterItem), which the
+	// target's relay publishes to the dead-letters topic. A record whose
+	// headers do not parse names no sequence: it is only dead-lettered.
+	PoisonPark PoisonAction = iota
 	// PoisonDeadLetter records the poison event as a dead letter
 	// (wire.DeadLetterItem) in the same transaction as the rest of the batch,
-	// and goes on: the offsets advance, the event is not lost, and the relay
-	// of the target store publishes it to the dead-letters topic.
-	PoisonDeadLetter PoisonAction = iota
+	// and goes on: the offsets advance and the event is not lost, but the
+	// later events of its sequence are applied without it. Use it only for
+	// policies whose effect does not depend on every event of a sequence (a
+	// counter, an audit copy that may have holes).
+	PoisonDeadLetter
 	// PoisonStop makes HandleBatch fail with a *PoisonError and commit nothing
 	// of the batch. The consumer retries the batch, and so the projection
 	// stops at the poison event until an operator intervenes.
@@ -50,6 +65,8 @@ const (
 
 func (a PoisonAction) String() string {
 	switch a {
+	case PoisonPark:
+		return "park"
 	case PoisonDeadLetter:
 		return "dead-letter"
 	case PoisonStop:
@@ -57,6 +74,13 @@ func (a PoisonAction) String() string {
 	}
 	return "PoisonAction(" + strconv.Itoa(int(a)) + ")"
 }
+
+// Defaults of Config.
+const (
+	DefaultTransientRetries = 3
+	DefaultRetryBackoff     = 100 * time.Millisecond
+	maxRetryBackoff         = 5 * time.Second
+)
 
 // Config configures a Runner.
 type Config struct {
@@ -76,21 +100,40 @@ type Config struct {
 	// gap fails the batch with a *GapError. If Source is the target itself,
 	// the missing items are read through the transaction.
 	Source Source
-	// Poison overrides the default, PoisonDeadLetter.
+	// Poison overrides the default, PoisonPark. Parking needs a target whose
+	// transactions implement store.ParkTx (every backend's do).
 	Poison PoisonAction
+	// TransientRetries is how many times a batch is tried again, within one
+	// HandleBatch call and with back-off, when the policy fails one of its
+	// items with a transient error it attributes to that item (an *ItemError
+	// whose error is not Permanent), before that item is taken as poison
+	// (default DefaultTransientRetries; negative: never, the error is
+	// returned and the consumer retries the batch for ever). A transient
+	// error the policy does not attribute (the database is down) is always
+	// returned, never made poison.
+	TransientRetries int
+	// RetryBackoff is the wait before the first of those tries, doubled for
+	// each next one up to 5s (default DefaultRetryBackoff).
+	RetryBackoff time.Duration
 	// Unguarded runs a policy that does not implement Positions, without the
 	// per-sequence position guard: an event the relay published twice is
 	// applied twice, and gaps go unnoticed. Offsets are still tracked, so
 	// redelivered records are not applied again.
 	Unguarded bool
-	// Logger receives dead letters and repaired gaps, after they commit.
-	// Default: discard.
+	// Logger receives parked sequences (once each), dead letters, retries,
+	// skips and repaired gaps, after they commit. Default: discard.
 	Logger *slog.Logger
 }
 
 func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TransientRetries == 0 {
+		c.TransientRetries = DefaultTransientRetries
+	}
+	if c.RetryBackoff <= 0 {
+		c.RetryBackoff = DefaultRetryBackoff
 	}
 }
 
@@ -101,7 +144,7 @@ func (c *Config) Validate() error {
 		return errors.New("projection: Name is required")
 	case c.Policy == nil:
 		return errors.New("projection: Policy is required")
-	case c.Poison != PoisonDeadLetter && c.Poison != PoisonStop:
+	case c.Poison != PoisonPark && c.Poison != PoisonDeadLetter && c.Poison != PoisonStop:
 		return fmt.Errorf("projection: unknown Poison action %d", int(c.Poison))
 	}
 	if _, ok := c.Policy.(Positions); !ok && !c.Unguarded {
@@ -113,7 +156,8 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Stats counts what a runner committed since it was built.
+// Stats counts what a runner committed since it was built, and how much is
+// parked.
 type Stats struct {
 	Batches     int64 `json:"batches"`      // batches committed
 	Records     int64 `json:"records"`      // records in those batches
@@ -122,6 +166,20 @@ type Stats struct {
 	Repaired    int64 `json:"repaired"`     // items read from the source to fill gaps
 	DeadLetters int64 `json:"dead_letters"` // poison events recorded as dead letters
 	Retries     int64 `json:"retries"`      // transactions rolled back to take a poison event out
+
+	Parked        int64 `json:"parked"`         // sequences this runner parked
+	ParkedEvents  int64 `json:"parked_events"`  // events this runner parked: poison ones and those that followed
+	Retried       int64 `json:"retried"`        // parked sequences retried through this runner and applied
+	RetriedEvents int64 `json:"retried_events"` // events those retries applied
+	RetryFailures int64 `json:"retry_failures"` // retries that failed and left their sequence parked
+	Skipped       int64 `json:"skipped"`        // parked sequences skipped through this runner
+	SkippedEvents int64 `json:"skipped_events"` // events those skips left out
+
+	// ParkedNow and ParkedEventsNow are the sequences and events of this
+	// projection parked in the target, as counted by the last CountParked
+	// and moved since by this runner's own parks, retries and skips.
+	ParkedNow       int64 `json:"parked_now"`
+	ParkedEventsNow int64 `json:"parked_events_now"`
 }
 
 // A Runner applies batches of event records to a policy, exactly once in
@@ -137,7 +195,11 @@ type Runner struct {
 	// sourceIsTarget: gaps are read through the transaction.
 	sourceIsTarget bool
 
+	park bool // Poison is PoisonPark
+
 	batches, records, applied, duplicates, repaired, dead, retries atomic.Int64
+	parked, parkedEvents, retried, retriedEvents, retryFailures    atomic.Int64
+	skipped, skippedEvents, parkedNow, parkedEventsNow             atomic.Int64
 }
 
 // NewRunner returns a runner that commits to target.
@@ -149,7 +211,10 @@ func NewRunner(target Target, cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Runner{target: target, cfg: cfg}
+	r := &Runner{target: target, cfg: cfg, park: cfg.Poison == PoisonPark}
+	if _, ok := target.(store.ParkRecorder); r.park && !ok {
+		return nil, fmt.Errorf("projection %q: target %T cannot park sequences (it is not a store.ParkRecorder): use a store backend, or set Poison", cfg.Name, target)
+	}
 	if !cfg.Unguarded {
 		r.guard = cfg.Policy.(Positions)
 	}
@@ -175,6 +240,9 @@ func (r *Runner) Stats() Stats {
 		Batches: r.batches.Load(), Records: r.records.Load(), Applied: r.applied.Load(),
 		Duplicates: r.duplicates.Load(), Repaired: r.repaired.Load(), DeadLetters: r.dead.Load(),
 		Retries: r.retries.Load(),
+		Parked:  r.parked.Load(), ParkedEvents: r.parkedEvents.Load(), Retried: r.retried.Load(), RetriedEvents: r.retriedEvents.Load(),
+		RetryFailures: r.retryFailures.Load(), Skipped: r.skipped.Load(), SkippedEvents: r.skippedEvents.Load(),
+		ParkedNow: r.parkedNow.Load(), ParkedEventsNow: r.parkedEventsNow.Load(),
 	}
 }
 
@@ -188,7 +256,8 @@ func (r *Runner) Tracking(ctx context.Context, name, topic string, partition int
 	return r.target.Tracking(ctx, name, topic, partition)
 }
 
-// entry is one record of a batch, or one item read from the source.
+// entry is one record of a batch, one item read from the source, or one
+// parked event being retried.
 type entry struct {
 	rec  *wire.Record // nil: read from the source to fill a gap
 	item Item
@@ -203,28 +272,89 @@ type seqPos struct {
 	pos int64
 }
 
-// batch is what HandleBatch works out once and every attempt shares.
+// batch is what HandleBatch (or a retry) works out once and every attempt
+// shares.
 type batch struct {
 	entries  []entry
 	tracking []store.Tracking // first then last offset of each partition, sorted
 	ids      []uuid.UUID      // distinct sequence ids, sorted
-	// poisoned holds items the policy failed permanently in earlier attempts.
+	// poisoned holds items the policy failed permanently in earlier attempts
+	// (or transiently more often than the budget allows).
 	poisoned map[seqPos]error
+	// transient counts the attempts each item failed with a transient error.
+	transient map[seqPos]int
 	// single makes the next attempt apply items one at a time, to find the
 	// one a permanent error without an ItemError came from.
 	single bool
+	// retry, if set, makes the batch the parked events of one sequence,
+	// which each attempt takes out of the target itself.
+	retry *retryJob
+}
+
+// retryJob is a retry's sequence.
+type retryJob struct {
+	id uuid.UUID
 }
 
 // outcome is what one attempt did, counted once it commits.
 type outcome struct {
 	applied, duplicates, repaired int
 	dead                          []deadNote
+	parks                         []*seqPark // sequences whose parking changed
+	retry                         *retryOutcome
+}
+
+type retryOutcome struct {
+	prev  store.ParkedSequence
+	taken int
+	now   *seqPark // the row after the retry
 }
 
 type deadNote struct {
 	e      *entry
 	reason error
 	stored bool // already recorded before (a redelivery or an earlier batch)
+	parked bool // its sequence was parked too (logged as such)
+}
+
+// seqPark is one sequence's parking as an attempt sees and changes it.
+type seqPark struct {
+	row store.ParkedSequence
+	// storedFirst and storedLast are the positions parked before the
+	// attempt (storedFirst > storedLast: none).
+	storedFirst, storedLast int64
+	added                   []store.ParkedEvent
+	addedAt                 map[int64]bool
+	changed                 bool
+	// newly: parked by this attempt (it was not before); failed is the
+	// entry that parked it, or moved its first position back.
+	newly  bool
+	failed *entry
+}
+
+func newSeqPark(row store.ParkedSequence) *seqPark {
+	sp := &seqPark{row: row, storedFirst: 0, storedLast: -1}
+	if row.Parked() {
+		sp.storedFirst, sp.storedLast = row.First, row.Last
+	}
+	return sp
+}
+
+func (sp *seqPark) parked() bool { return sp.row.Count > 0 }
+
+// holds reports whether pos is parked already.
+func (sp *seqPark) holds(pos int64) bool {
+	return (pos >= sp.storedFirst && pos <= sp.storedLast) || sp.addedAt[pos]
+}
+
+// advance moves last past the skipped ranges that follow it.
+func advance(last int64, skipped []store.PositionRange) int64 {
+	for _, r := range skipped {
+		if r.From <= last+1 && r.To > last {
+			last = r.To
+		}
+	}
+	return last
 }
 
 // poisonFound rolls back an attempt whose policy failed permanently on key.
@@ -237,6 +367,15 @@ func (p *poisonFound) Error() string {
 	return fmt.Sprintf("projection: position %d of %s is poison: %v", p.key.pos, p.key.id, p.err)
 }
 
+// transientFound rolls back an attempt whose policy failed transiently on
+// key, and said so with an *ItemError.
+type transientFound struct {
+	key seqPos
+	err error
+}
+
+func (p *transientFound) Error() string { return p.err.Error() }
+
 // bisect rolls back an attempt whose policy failed permanently on a group of
 // items, to apply them one at a time.
 type bisect struct{ err error }
@@ -245,8 +384,8 @@ func (b *bisect) Error() string { return "projection: permanent error in a batch
 
 // HandleBatch applies records, consumed from Kafka in offset order within
 // each partition, in one transaction of the target: the policy's effect, the
-// dead letters and the tracking of every (topic, partition) in records. It
-// returns nil only when that transaction committed.
+// parked events, the dead letters and the tracking of every (topic,
+// partition) in records. It returns nil only when that transaction committed.
 //
 // An error means nothing was committed: a store.ErrTrackingConflict (another
 // runner of the same name applied some of these offsets; seek past the
@@ -258,8 +397,18 @@ func (r *Runner) HandleBatch(ctx context.Context, records []wire.Record) error {
 		return nil
 	}
 	b := r.prepare(records)
-	// Each retry takes out one more poison item, or switches to applying one
-	// item at a time (which then finds one), so the batch settles.
+	out, err := r.process(ctx, b)
+	if err != nil {
+		return err
+	}
+	r.committed(len(records), out)
+	return nil
+}
+
+// process runs attempts of b until one commits. Each retry takes out one more
+// poison item, or switches to applying one item at a time (which then finds
+// one), or waits out a transient failure of one item, so the batch settles.
+func (r *Runner) process(ctx context.Context, b *batch) (*outcome, error) {
 	for {
 		var out outcome
 		err := r.target.InTx(ctx, func(tx store.Tx) error {
@@ -267,31 +416,53 @@ func (r *Runner) HandleBatch(ctx context.Context, records []wire.Record) error {
 			return r.attempt(ctx, tx, b, &out)
 		})
 		if err == nil {
-			r.committed(records, &out)
-			return nil
+			return &out, nil
 		}
 		var found *poisonFound
+		var tf *transientFound
 		var bis *bisect
 		switch {
 		case errors.As(err, &found):
 			if r.cfg.Poison == PoisonStop {
-				return r.poisonError(b, found)
+				return nil, r.poisonError(b, found)
 			}
 			if _, again := b.poisoned[found.key]; again {
-				return fmt.Errorf("projection %q: %w (reported again after it was taken out)", r.cfg.Name, found)
+				return nil, fmt.Errorf("projection %q: %w (reported again after it was taken out)", r.cfg.Name, found)
 			}
 			b.poisoned[found.key] = found.err
 			b.single = false
+		case errors.As(err, &tf):
+			if r.cfg.TransientRetries < 0 || ctx.Err() != nil {
+				return nil, tf.err
+			}
+			n := b.transient[tf.key] + 1
+			b.transient[tf.key] = n
+			if n > r.cfg.TransientRetries {
+				if r.cfg.Poison == PoisonStop {
+					return nil, r.poisonError(b, &poisonFound{tf.key, tf.err})
+				}
+				b.poisoned[tf.key] = fmt.Errorf("failed %d times: %w", n, tf.err)
+				b.single = false
+				break
+			}
+			wait := min(r.cfg.RetryBackoff<<(n-1), maxRetryBackoff)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
 		case errors.As(err, &bis) && !b.single:
 			b.single = true
 		default:
 			if bis != nil {
-				return bis.err
+				return nil, bis.err
 			}
-			return err
+			return nil, err
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
 		r.retries.Add(1)
 	}
@@ -300,7 +471,7 @@ func (r *Runner) HandleBatch(ctx context.Context, records []wire.Record) error {
 // prepare parses the records' headers, decodes their items if the policy
 // wants events, and works out the tracking.
 func (r *Runner) prepare(records []wire.Record) *batch {
-	b := &batch{entries: make([]entry, len(records)), poisoned: map[seqPos]error{}}
+	b := newBatch(len(records))
 	type tp struct {
 		topic     string
 		partition int32
@@ -349,12 +520,53 @@ func (r *Runner) prepare(records []wire.Record) *batch {
 	return b
 }
 
+func newBatch(n int) *batch {
+	return &batch{entries: make([]entry, n), poisoned: map[seqPos]error{}, transient: map[seqPos]int{}}
+}
+
 // attempt is one transaction's work. Tracking comes first, so that a zombie
 // waits on (PostgreSQL) or fails at its first statement, before it reads the
-// positions or applies anything.
+// positions or applies anything. The parked rows of the batch's sequences
+// come next, locked, and only then the policy's positions: a retry of a
+// parked sequence that commits while this transaction waits for its row is
+// then seen whole, its row gone and its effect in the positions.
 func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcome) error {
-	for _, t := range b.tracking {
-		if err := tx.SetTracking(ctx, t); err != nil {
+	var ptx store.ParkTx
+	parks := map[uuid.UUID]*seqPark{}
+	if r.park && len(b.ids) > 0 {
+		var err error
+		if ptx, err = store.ParkTxOf(tx); err != nil {
+			return fmt.Errorf("projection %q: %w", r.cfg.Name, err)
+		}
+	}
+	var rows map[uuid.UUID]store.ParkedSequence
+	if tp, ok := ptx.(store.TrackingParkTx); ok && len(b.tracking) > 0 {
+		// One round trip for both.
+		var err error
+		if rows, err = tp.SetTrackingsParked(ctx, b.tracking, r.cfg.Name, b.ids); err != nil {
+			if errors.Is(err, store.ErrTrackingConflict) {
+				return err
+			}
+			return fmt.Errorf("projection %q: parked sequences: %w", r.cfg.Name, err)
+		}
+	} else {
+		for _, t := range b.tracking {
+			if err := tx.SetTracking(ctx, t); err != nil {
+				return err
+			}
+		}
+		if ptx != nil {
+			var err error
+			if rows, err = ptx.ParkedSequences(ctx, r.cfg.Name, b.ids); err != nil {
+				return fmt.Errorf("projection %q: parked sequences: %w", r.cfg.Name, err)
+			}
+		}
+	}
+	for id, row := range rows {
+		parks[id] = newSeqPark(row)
+	}
+	if b.retry != nil {
+		if err := r.takeParked(ctx, ptx, b, parks, out); err != nil {
 			return err
 		}
 	}
@@ -373,9 +585,20 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			}
 		}
 	}
+	now := time.Now().UTC()
 	var apply []*entry
 	// take decides what happens to an entry that passed the guard.
 	take := func(e *entry) error {
+		if e.parsed {
+			if sp := parks[e.item.SequenceID]; sp != nil && sp.parked() && e.item.Position > sp.row.First {
+				if sp.holds(e.item.Position) {
+					out.duplicates++
+				} else {
+					r.parkEntry(sp, e, now)
+				}
+				return nil
+			}
+		}
 		err := e.err
 		if err == nil {
 			err = b.poisoned[seqPos{e.item.SequenceID, e.item.Position}]
@@ -384,8 +607,25 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			apply = append(apply, e)
 			return nil
 		}
-		if r.cfg.Poison == PoisonStop {
+		switch {
+		case r.cfg.Poison == PoisonStop:
 			return r.stopError(e, err)
+		case r.park && e.parsed:
+			id := e.item.SequenceID
+			sp := parks[id]
+			if sp == nil {
+				sp = newSeqPark(store.ParkedSequence{Name: r.cfg.Name, SequenceID: id, First: -1, Last: -1})
+				parks[id] = sp
+			}
+			first, was := sp.row.First, sp.parked()
+			r.startPark(sp, e, err, now)
+			out.dead = append(out.dead, deadNote{e: e, reason: err, parked: true})
+			if was && e.item.Position < first {
+				// Parked before what was parked already: the events
+				// between join them.
+				return r.fillParked(ctx, tx, sp, e.item.Position, first, out, now)
+			}
+			return nil
 		}
 		out.dead = append(out.dead, deadNote{e: e, reason: err})
 		return nil
@@ -398,9 +638,35 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			}
 			continue
 		}
+		id, pos := e.item.SequenceID, e.item.Position
+		sp := parks[id]
+		if sp != nil && sp.parked() && pos >= sp.row.First {
+			// A parked sequence: later events wait behind the first one,
+			// with no gap between them (a gap is filled from the source),
+			// so that an event is parked at most once.
+			if sp.holds(pos) {
+				out.duplicates++
+				continue
+			}
+			if err := r.fillParked(ctx, tx, sp, sp.row.Last, pos, out, now); err != nil {
+				return err
+			}
+			r.parkEntry(sp, e, now)
+			continue
+		}
+		if sp != nil && sp.row.SkippedAt(pos) {
+			// An operator skipped it: it counts as applied.
+			out.duplicates++
+			if last != nil {
+				last[id] = max(last[id], pos)
+			}
+			continue
+		}
 		if last != nil {
-			id, pos := e.item.SequenceID, e.item.Position
 			l := last[id]
+			if sp != nil {
+				l = advance(l, sp.row.Skipped)
+			}
 			if pos <= l {
 				out.duplicates++
 				continue
@@ -412,6 +678,9 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 				}
 				out.repaired += len(filled)
 				for _, f := range filled {
+					if sp != nil && sp.row.SkippedAt(f.item.Position) {
+						continue
+					}
 					if err := take(f); err != nil {
 						return err
 					}
@@ -429,7 +698,121 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			return err
 		}
 	}
+	if ptx != nil {
+		if err := r.storeParks(ctx, ptx, b, parks, out, now); err != nil {
+			return err
+		}
+	}
 	return r.storeDeadLetters(ctx, tx, out.dead)
+}
+
+// parkEntry parks e in sp.
+func (r *Runner) parkEntry(sp *seqPark, e *entry, now time.Time) {
+	it := &e.item
+	ev := store.ParkedEvent{Name: r.cfg.Name, SequencedItem: it.SequencedItem, NotificationID: it.NotificationID, ParkedAt: now}
+	if e.rec != nil {
+		ev.RecordTopic, ev.RecordPartition, ev.RecordOffset = e.rec.Topic, e.rec.Partition, e.rec.Offset
+	} else {
+		ev.RecordPartition, ev.RecordOffset = -1, it.Position
+	}
+	sp.added = append(sp.added, ev)
+	if sp.addedAt == nil {
+		sp.addedAt = map[int64]bool{}
+	}
+	sp.addedAt[it.Position] = true
+	row := &sp.row
+	if row.Count == 0 {
+		row.First, row.Last = it.Position, it.Position
+	} else {
+		row.First, row.Last = min(row.First, it.Position), max(row.Last, it.Position)
+	}
+	row.Count++
+	row.UpdatedAt = now
+	if row.Entity == "" {
+		row.Entity = events.EntityOf(it.Topic)
+	}
+	sp.changed = true
+}
+
+// fillParked parks positions after+1 to before-1 of sp's sequence, read
+// from the source, unless they are parked already. A runner without the
+// position guard leaves such gaps open, as it does others.
+func (r *Runner) fillParked(ctx context.Context, tx store.Tx, sp *seqPark, after, before int64, out *outcome, now time.Time) error {
+	if r.guard == nil || before <= after+1 {
+		return nil
+	}
+	filled, err := r.repair(ctx, tx, sp.row.SequenceID, after, before)
+	if err != nil {
+		return err
+	}
+	out.repaired += len(filled)
+	for _, f := range filled {
+		if !sp.holds(f.item.Position) {
+			r.parkEntry(sp, f, now)
+		}
+	}
+	return nil
+}
+
+// startPark parks sp's sequence at e, which failed with err.
+func (r *Runner) startPark(sp *seqPark, e *entry, err error, now time.Time) {
+	switch {
+	case !sp.parked():
+		sp.row.ParkedAt, sp.row.Reason = now, err.Error()
+		sp.newly, sp.failed = true, e
+	case e.item.Position < sp.row.First:
+		sp.row.Reason, sp.failed = err.Error(), e
+	}
+	r.parkEntry(sp, e, now)
+}
+
+// storeParks writes the parked rows and events an attempt changed, and a
+// retry's action.
+func (r *Runner) storeParks(ctx context.Context, ptx store.ParkTx, b *batch, parks map[uuid.UUID]*seqPark, out *outcome, now time.Time) error {
+	var evs []store.ParkedEvent
+	ids := make([]uuid.UUID, 0, len(parks))
+	for id, sp := range parks {
+		if sp.changed {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range ids {
+		sp := parks[id]
+		if out.retry != nil && id == b.retry.id {
+			prev := out.retry.prev
+			sp.row.Retries = prev.Retries
+			if sp.parked() {
+				sp.row.Retries++
+				sp.row.ParkedAt = prev.ParkedAt
+				if sp.row.Entity == "" {
+					sp.row.Entity = prev.Entity
+				}
+			}
+			out.retry.now = sp
+		}
+		if err := ptx.PutParkedSequence(ctx, sp.row); err != nil {
+			return fmt.Errorf("projection %q: park %s: %w", r.cfg.Name, id, err)
+		}
+		evs = append(evs, sp.added...)
+		out.parks = append(out.parks, sp)
+	}
+	if len(evs) > 0 {
+		if err := ptx.ParkEvents(ctx, evs); err != nil {
+			return fmt.Errorf("projection %q: park events: %w", r.cfg.Name, err)
+		}
+	}
+	if rt := out.retry; rt != nil {
+		a := store.ParkAction{Name: r.cfg.Name, SequenceID: b.retry.id, Entity: rt.prev.Entity, Action: store.ParkRetried,
+			Positions: store.PositionRange{From: rt.prev.First, To: rt.prev.Last}, Count: int64(rt.taken), At: now}
+		if rt.now != nil && rt.now.parked() {
+			a.Action, a.Reason = store.ParkRetryFailed, rt.now.row.Reason
+		}
+		if err := ptx.RecordParkAction(ctx, a); err != nil {
+			return fmt.Errorf("projection %q: record the retry of %s: %w", r.cfg.Name, b.retry.id, err)
+		}
+	}
+	return nil
 }
 
 // applyItems calls the policy, on all items at once or, after a permanent
@@ -446,7 +829,7 @@ func (r *Runner) applyItems(ctx context.Context, tx store.Tx, b *batch, apply []
 				if IsPermanent(err) && ctx.Err() == nil {
 					return &poisonFound{key(i), err}
 				}
-				return err
+				return attributed(err, items[i:i+1], i, key)
 			}
 		}
 		return nil
@@ -456,7 +839,7 @@ func (r *Runner) applyItems(ctx context.Context, tx store.Tx, b *batch, apply []
 		return nil
 	}
 	if !IsPermanent(err) || ctx.Err() != nil {
-		return err
+		return attributed(err, items, 0, key)
 	}
 	var ie *ItemError
 	switch {
@@ -466,6 +849,20 @@ func (r *Runner) applyItems(ctx context.Context, tx store.Tx, b *batch, apply []
 		return &poisonFound{key(0), err}
 	}
 	return &bisect{err}
+}
+
+// attributed returns a transient error of Apply(items) as a *transientFound
+// if the policy attributed it to one of items with an *ItemError (base is
+// the index of items[0] for key), and as is otherwise.
+func attributed(err error, items []Item, base int, key func(int) seqPos) error {
+	var ie *ItemError
+	if IsPermanent(err) || !errors.As(err, &ie) || ie.Index < 0 || ie.Index >= len(items) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &transientFound{key(base + ie.Index), err}
 }
 
 // repair reads positions last+1 to pos-1 of id from the source.
@@ -595,9 +992,12 @@ func (r *Runner) poisonError(b *batch, f *poisonFound) error {
 	return r.stopError(&entry{item: Item{SequencedItem: store.SequencedItem{SequenceID: f.key.id, Position: f.key.pos}}, parsed: true}, f.err)
 }
 
-func (r *Runner) committed(records []wire.Record, out *outcome) {
-	r.batches.Add(1)
-	r.records.Add(int64(len(records)))
+// committed counts and logs what a committed attempt did.
+func (r *Runner) committed(records int, out *outcome) {
+	if records > 0 {
+		r.batches.Add(1)
+		r.records.Add(int64(records))
+	}
 	r.applied.Add(int64(out.applied))
 	r.duplicates.Add(int64(out.duplicates))
 	r.repaired.Add(int64(out.repaired))
@@ -610,6 +1010,9 @@ func (r *Runner) committed(records []wire.Record, out *outcome) {
 			continue
 		}
 		r.dead.Add(1)
+		if d.parked {
+			continue // the park is logged below
+		}
 		attrs := []any{logKeyProjection, r.cfg.Name, logKeyReason, d.reason.Error()}
 		if d.e.rec != nil {
 			attrs = append(attrs, logKeyTopic, d.e.rec.Topic, logKeyPartition, d.e.rec.Partition, logKeyOffset, d.e.rec.Offset)
@@ -618,6 +1021,24 @@ func (r *Runner) committed(records []wire.Record, out *outcome) {
 			attrs = append(attrs, logKeySequence, d.e.item.SequenceID.String(), logKeyPosition, d.e.item.Position)
 		}
 		log.Warn("projection: poison event dead-lettered", attrs...)
+	}
+	for _, sp := range out.parks {
+		if out.retry != nil && out.retry.now == sp {
+			continue // counted and logged by the retry
+		}
+		r.parkedEvents.Add(int64(len(sp.added)))
+		r.parkedEventsNow.Add(int64(len(sp.added)))
+		if !sp.newly {
+			continue
+		}
+		r.parked.Add(1)
+		r.parkedNow.Add(1)
+		attrs := []any{logKeyProjection, r.cfg.Name, logKeyEntity, sp.row.Entity, logKeySequence, sp.row.SequenceID.String(),
+			logKeyPosition, sp.row.First, logKeyReason, sp.row.Reason}
+		if e := sp.failed; e != nil && e.rec != nil {
+			attrs = append(attrs, logKeyTopic, e.rec.Topic, logKeyPartition, e.rec.Partition, logKeyOffset, e.rec.Offset)
+		}
+		log.Warn("projection: sequence parked: its later events wait until it is retried or skipped", attrs...)
 	}
 }
 

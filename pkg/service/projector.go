@@ -109,6 +109,8 @@ type Projector struct {
 
 	mu  sync.Mutex
 	lag map[string]*partitionLag // by name/topic/partition
+	// dead is what operators do with the projections' parked sequences.
+	dead *projection.DeadLetters
 }
 
 // PartitionLag is how far one projection is behind on one partition.
@@ -255,6 +257,14 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 			return nil, err
 		}
 	}
+	var runners []*projection.Runner
+	for _, r := range p.runs {
+		runners = append(runners, r.runner)
+	}
+	if p.dead, err = projection.NewDeadLetters(runners...); err != nil {
+		p.client.Close()
+		return nil, err
+	}
 	if cfg.Metrics != nil {
 		metrics.Lag(cfg.Metrics, func() []metrics.PartitionLag {
 			var out []metrics.PartitionLag
@@ -281,6 +291,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		defer t.Stop()
 		for {
 			p.measureLag(ctx)
+			_, _ = p.dead.Count(ctx) // parked gauges; an error shows in the next count
 			select {
 			case <-ctx.Done():
 				return nil
@@ -391,6 +402,7 @@ func (p *Projector) API(s *httpapi.Server) {
 			rm.Model = p.cfg.ReadModel
 		}
 		rm.Routes(mux)
+		(&httpapi.DeadLetters{Log: s.Log, Letters: p.dead}).Routes(mux)
 		for _, m := range p.models {
 			if m.routes != nil {
 				m.routes(mux, m.reader)
@@ -398,3 +410,7 @@ func (p *Projector) API(s *httpapi.Server) {
 		}
 	}
 }
+
+// DeadLetters returns the projections' parked sequences, to list, retry and
+// skip.
+func (p *Projector) DeadLetters() *projection.DeadLetters { return p.dead }

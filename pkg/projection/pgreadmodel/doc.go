@@ -24,7 +24,8 @@
 // a *postgres.Recorder on the database that holds the tables: Apply and
 // LastPositions reach the pgx transaction under the recorder's through its
 // PgxTx method (a one-method interface the package declares, so it does not
-// import the store), and the rows, the dead letters and the tracking commit
+// import the store), and the rows, the parked events, the dead letters and
+// the tracking commit
 // together.
 //
 // The version column is the position guard. LastPositions reads the versions
@@ -34,7 +35,8 @@
 // merges attributes and moves the version forward only (WHERE version <
 // excluded.version). An event that is not an entity event of a kept type, or
 // sets an attribute with an invalid name, is a permanent *projection.ItemError:
-// the runner dead-letters it. Database errors are transient.
+// the runner parks its entity (its row stays as it was before that event;
+// see package projection). Database errors are transient.
 //
 // # Reading
 //
@@ -48,7 +50,9 @@
 // Rebuild replays the notification log (not Kafka) into shadow tables and
 // swaps them in in one transaction; see its documentation for how it keeps
 // queries and the live runner going, and why the result holds everything the
-// live runner applied. Progress is reported through a callback.
+// live runner applied. It keeps to the live projection's parked sequences:
+// parked and skipped events stay out, and what fails again is parked, in
+// the swap's transaction. Progress is reported through a callback.
 //
 // # Not guaranteed
 //

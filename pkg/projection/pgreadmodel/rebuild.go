@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventlog/eventlog/pkg/events"
-	"github.com/eventlog/eventlog/pkg/projection/readmodel"
 	"github.com/eventlog/eventlog/pkg/store"
 )
 
@@ -35,13 +34,27 @@ type RebuildOptions struct {
 	// LockTimeout bounds the wait for the tables at the swap (default 30s):
 	// queries and the live projection are held for at most this long.
 	LockTimeout time.Duration
+	// Parked is where the live projection parks sequences (its runner's
+	// target): the rebuild leaves out what the projection parked or an
+	// operator skipped, and parks, in the swap's transaction, the sequences
+	// whose events fail again (see projection.Replay). Default: log, if it is
+	// a store.ParkRecorder. It must be a *postgres.Recorder on the read
+	// model's database.
+	Parked store.ParkRecorder
+	// Projection is the live projection's name (default "readmodel").
+	Projection string
+	// IgnoreParked rebuilds as if nothing were parked, and parks nothing:
+	// what does not apply is skipped.
+	IgnoreParked bool
 }
 
 // RebuildStats says what a rebuild did.
 type RebuildStats struct {
 	Notifications int64 // notifications read
 	Applied       int64 // entity events folded into the new tables
-	Skipped       int64 // entity events that did not decode or fold
+	Skipped       int64 // entity events that did not decode or fold (parked, unless IgnoreParked)
+	Held          int64 // entity events left out: their sequence is parked, or they were skipped
+	Parked        int64 // sequences the rebuild parked
 	Last          int64 // the notification id the new tables are complete up to
 }
 
@@ -62,9 +75,18 @@ var ErrRebuildRunning = errors.New("pgreadmodel: a rebuild of this read model is
 // they may be ahead of the runner, whose position guard then skips what they
 // have.
 //
-// Events that do not decode or fold are skipped, as the live runner
-// dead-letters them. Only one rebuild of a read model runs at a time (a
-// session advisory lock); another fails with ErrRebuildRunning. If Rebuild
+// Parked sequences survive it: the events the live projection parked
+// (opts.Projection, in opts.Parked: by default the log's store) are left out
+// and stay parked, skipped positions stay skipped, and an event that does
+// not decode or fold parks its sequence from there, as the live runner
+// would, in the swap's transaction (so a rebuild parks again what fails
+// again). The parking is read again in the swap's transaction, once the
+// live tables are locked, and a sequence retried, skipped or parked
+// meanwhile is rebuilt again from its events.
+//
+// With opts.IgnoreParked, events that do not decode or fold are skipped.
+//
+// Only one rebuild of a read model runs at a time (a session advisory lock); another fails with ErrRebuildRunning. If Rebuild
 // fails or ctx ends, the live tables are untouched and the shadow ones are
 // left for the next rebuild to replace.
 func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper, opts RebuildOptions) (RebuildStats, error) {
@@ -99,6 +121,10 @@ func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper,
 		}
 	}()
 
+	rp, err := m.replay(ctx, log, &opts)
+	if err != nil {
+		return st, err
+	}
 	for _, typ := range m.types {
 		t := m.tables[typ]
 		for _, s := range []string{t.dropShadow, t.createShadow} {
@@ -130,12 +156,13 @@ func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper,
 			if len(ns) == 0 {
 				return nil
 			}
-			changes, skipped := readmodel.FoldNotifications(ns, mapper, m.keeps)
+			changes, held, skipped := m.fold(ns, mapper, rp)
 			if err := m.upsert(ctx, q, changes, true); err != nil {
 				return fmt.Errorf("pgreadmodel: rebuild: %w", err)
 			}
 			st.Notifications += int64(len(ns))
 			st.Skipped += int64(skipped)
+			st.Held += int64(held)
 			for _, n := range ns {
 				if m.keeps(events.EntityOf(n.Topic)) {
 					st.Applied++
@@ -174,7 +201,11 @@ func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper,
 			}
 		}
 		saved := st
-		swapErr = m.swap(ctx, conn, opts.LockTimeout, catchUp)
+		swapErr = m.swap(ctx, conn, opts.LockTimeout, catchUp, func(ctx context.Context, tx pgx.Tx) error {
+			n, err := m.refoldAndPark(ctx, tx, rp, log, mapper, opts.Parked)
+			st.Parked += int64(n)
+			return err
+		})
 		if swapErr == nil {
 			break
 		}
@@ -187,7 +218,7 @@ func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper,
 	if swapErr != nil {
 		return st, fmt.Errorf("pgreadmodel: rebuild: %w", swapErr)
 	}
-	st.Applied -= st.Skipped
+	st.Applied -= st.Skipped + st.Held
 	progress()
 	return st, nil
 }
@@ -195,7 +226,8 @@ func (m *ReadModel) Rebuild(ctx context.Context, log Log, mapper *events.Mapper,
 // swap locks the live tables, copies the rest of the log into the shadow
 // ones and puts them in the live ones' place, in one transaction bounded by
 // timeout.
-func (m *ReadModel) swap(ctx context.Context, conn *pgxpool.Conn, timeout time.Duration, catchUp func(context.Context, batcher) error) error {
+func (m *ReadModel) swap(ctx context.Context, conn *pgxpool.Conn, timeout time.Duration, catchUp func(context.Context, batcher) error,
+	parked func(context.Context, pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -206,6 +238,9 @@ func (m *ReadModel) swap(ctx context.Context, conn *pgxpool.Conn, timeout time.D
 			return fmt.Errorf("lock the live tables: %w", err)
 		}
 		if err := catchUp(ctx, tx); err != nil {
+			return err
+		}
+		if err := parked(ctx, tx); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, m.lockDDL); err != nil {

@@ -12,9 +12,11 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/internal/projtest"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 func TestRebuild(t *testing.T) {
@@ -132,9 +134,11 @@ func TestRebuild(t *testing.T) {
 	t.Logf("%d Gets during the rebuild; live runner stats %+v", gets.Load(), live.Stats())
 }
 
-// TestRebuildSkipsPoison rebuilds from a log holding items the live runner
-// dead-letters: the rebuild skips them the same way.
-func TestRebuildSkipsPoison(t *testing.T) {
+// TestRebuildAndPoison rebuilds from a log holding items the live runner
+// parked: the rebuild leaves them out and they stay parked (or, ignoring
+// parking, skips them); a bad event the live runner has not met yet is
+// parked by the rebuild, with its sequence's later events.
+func TestRebuildAndPoison(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := t.Context()
@@ -166,14 +170,62 @@ func TestRebuildSkipsPoison(t *testing.T) {
 	}
 	e.check(t, good)
 	before := e.rows(t)
+	// The live runner parked the two: the rebuild leaves them out, parked.
 	st, err := e.rm.Rebuild(ctx, e.rec, e.mapper, pgreadmodel.RebuildOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Skipped != 2 {
-		t.Errorf("rebuild skipped %d items, want 2", st.Skipped)
+	if st.Held != 2 || st.Skipped != 0 || st.Parked != 0 {
+		t.Errorf("rebuild %+v, want the 2 parked events held", st)
 	}
 	if diffs := projtest.CompareRows(e.rows(t), rowMap(before)); len(diffs) > 0 {
 		t.Fatalf("rebuilt tables differ: %v", diffs)
+	}
+	// Without regard to parking, they are skipped.
+	st, err = e.rm.Rebuild(ctx, e.rec, e.mapper, pgreadmodel.RebuildOptions{IgnoreParked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Skipped != 2 || st.Held != 0 {
+		t.Errorf("rebuild ignoring parking: %+v, want 2 skipped", st)
+	}
+	// A bad event the live runner has not met yet: the rebuild parks it,
+	// and its sequence's later events.
+	seq := uuid.New()
+	later := []store.SequencedItem{
+		{SequenceID: seq, Position: 0, Topic: "example.Created", State: []byte(`{"attributes": {"fine": 1}}`), Codec: "json"},
+		{SequenceID: seq, Position: 1, Topic: "example.AttributeChanged", State: []byte(`{"name": "not fine", "value": 2}`), Codec: "json"},
+		{SequenceID: seq, Position: 2, Topic: "example.AttributeChanged", State: []byte(`{"name": "fine", "value": 3}`), Codec: "json"},
+	}
+	if _, err := e.rec.InsertEvents(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	st, err = e.rm.Rebuild(ctx, e.rec, e.mapper, pgreadmodel.RebuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Parked != 1 || st.Skipped != 1 || st.Held != 3 {
+		t.Errorf("rebuild %+v, want 1 sequence parked, its bad event failed, it and the 2 others held", st)
+	}
+	parked, err := e.rec.ListParked(ctx, store.ParkedQuery{Name: name, SequenceID: seq})
+	if err != nil || len(parked) != 1 || parked[0].First != 1 || parked[0].Last != 2 || !strings.Contains(parked[0].Reason, "rebuild") {
+		t.Fatalf("parked %+v, %v; want %s parked from 1 to 2 by the rebuild", parked, err, seq)
+	}
+	row, err := e.rm.Get(ctx, "example", seq)
+	if err != nil || row.Version != 1 {
+		t.Fatalf("row %+v, %v; want version 1 (the event before the bad one)", row, err)
+	}
+	// The live runner then meets them: parked already, not applied.
+	var recs []wire.Record
+	for _, n := range e.log(t) {
+		if n.SequenceID == seq {
+			recs = append(recs, projection.RecordOf(n, "late", 0, int64(len(recs))))
+		}
+	}
+	if err := live.HandleBatch(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if row, err := e.rm.Get(ctx, "example", seq); err != nil || row.Version != 1 {
+		t.Fatalf("after the live runner: row %+v, %v; want version 1", row, err)
 	}
 }

@@ -221,6 +221,57 @@ func FoldNotifications(ns []store.Notification, mapper *events.Mapper, keep func
 	}
 }
 
+// A Filter says which events a rebuild applies, and learns of those that
+// fail; a *projection.Replay is one.
+type Filter interface {
+	// Keep reports whether the rebuild applies position pos of sequence id.
+	Keep(id uuid.UUID, pos int64) bool
+	// Fail records that it does not decode or fold: it and the later events
+	// of its sequence are left out from then on (Keep reports false).
+	Fail(it store.SequencedItem, err error)
+}
+
+// FoldFiltered is FoldNotifications for a rebuild that keeps to a
+// projection's parked sequences: events f does not keep are left out (held
+// counts them), and an event that does not decode or fold is reported to f
+// and left out with every later event of its sequence (failed counts those
+// reported).
+func FoldFiltered(ns []store.Notification, mapper *events.Mapper, keep func(string) bool, f Filter) (changes []Change, held, failed int) {
+	items := make([]projection.Item, 0, len(ns))
+	for _, n := range ns {
+		typ := events.EntityOf(n.Topic)
+		if typ == "" || (keep != nil && !keep(typ)) {
+			continue
+		}
+		if !f.Keep(n.SequenceID, n.Position) {
+			held++
+			continue
+		}
+		e, err := mapper.FromItem(n.SequencedItem)
+		if err != nil {
+			f.Fail(n.SequencedItem, projection.Permanent(err))
+			failed++
+			continue
+		}
+		items = append(items, projection.Item{SequencedItem: n.SequencedItem, NotificationID: n.ID, Event: e})
+	}
+	for {
+		changes, err := Fold(items, keep)
+		var ie *projection.ItemError
+		if !errors.As(err, &ie) {
+			return changes, held, failed
+		}
+		bad := items[ie.Index]
+		f.Fail(bad.SequencedItem, ie.Err)
+		failed++
+		n := len(items)
+		items = slices.DeleteFunc(items, func(it projection.Item) bool {
+			return it.SequenceID == bad.SequenceID && it.Position >= bad.Position
+		})
+		held += n - len(items) - 1
+	}
+}
+
 // Limits of a Query.
 const (
 	DefaultLimit = 100

@@ -49,9 +49,15 @@
 //     deterministic: it may run again after a rollback.
 //   - Apply sees the tombstone of a forgotten entity (*events.Forgotten); what
 //     the model keeps of that entity is the model's to delete.
-//   - During a rebuild, an event that fails Apply with a permanent error is
-//     skipped with the rest of its entity's events (counted in RebuildStats);
-//     the live projection parks or dead-letters such events as configured.
+//   - A table a model writes for several entities at once (a total, say)
+//     holds the effect of a parked entity's events up to the one that
+//     failed: parking holds back the entity's later events, it does not undo
+//     earlier ones.
+//   - A rebuild keeps to the projection's parking (projection.Replay): the
+//     events of a parked entity and the positions an operator skipped stay
+//     out of the new tables, and an event that fails again parks its entity
+//     (in the swap's transaction). A retry, skip or park while a rebuild runs
+//     makes it start again, at most three times.
 //
 // A ReadModel is safe for concurrent use by several runners of the same
 // projection.

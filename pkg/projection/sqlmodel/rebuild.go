@@ -47,10 +47,14 @@ type RebuildOptions struct {
 type RebuildStats struct {
 	Notifications int64 // notifications read
 	Applied       int64 // events applied to the new tables
-	// Skipped counts events that failed Apply with a permanent error, or
-	// did not decode, and the later events of their entities.
+	// Skipped counts events left out: parked or skipped in the projection,
+	// or that failed Apply with a permanent error or did not decode, and
+	// the later events of their entities.
 	Skipped int64
-	Last    int64 // the notification id the new tables are complete up to
+	// Parked counts the entities the rebuild parked: an event of theirs
+	// failed, and the projection holds it and the later ones for a retry.
+	Parked int64
+	Last   int64 // the notification id the new tables are complete up to
 }
 
 // ErrRebuildRunning reports a rebuild of the same model running elsewhere.
@@ -70,7 +74,6 @@ var ErrRebuildRunning = errors.New("sqlmodel: a rebuild of this model is already
 // is dropped by the next rebuild. Where target is a Locker, one rebuild of
 // the model runs at a time; another fails with ErrRebuildRunning.
 func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper *events.Mapper, opts RebuildOptions) (RebuildStats, error) {
-	var st RebuildStats
 	if opts.PageSize <= 0 {
 		opts.PageSize = 1000
 	}
@@ -78,21 +81,80 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 		opts.LockTimeout = 30 * time.Second
 	}
 	if mapper == nil {
-		return st, errors.New("sqlmodel: rebuild: nil mapper")
+		return RebuildStats{}, errors.New("sqlmodel: rebuild: nil mapper")
 	}
 	if l, ok := target.(Locker); ok {
 		held, release, err := l.TryLock(ctx, "sqlmodel-rebuild:"+r.m.Name)
 		if err != nil {
-			return st, fmt.Errorf("sqlmodel: rebuild %s: lock: %w", r.m.Name, err)
+			return RebuildStats{}, fmt.Errorf("sqlmodel: rebuild %s: lock: %w", r.m.Name, err)
 		}
 		if held == nil {
-			return st, fmt.Errorf("%w: %s", ErrRebuildRunning, r.m.Name)
+			return RebuildStats{}, fmt.Errorf("%w: %s", ErrRebuildRunning, r.m.Name)
 		}
 		defer release()
 		ctx = held
 	}
-	fail := func(err error) (RebuildStats, error) {
-		return st, fmt.Errorf("sqlmodel: rebuild %s: %w", r.m.Name, err)
+	// An operator's retry or skip, or a park by the live projection, while
+	// the rebuild runs leaves the new tables wrong for that entity (they
+	// hold what is now parked, or lack what was retried): then the rebuild
+	// starts again, from the parking as it is.
+	for attempt := 1; ; attempt++ {
+		st, err := r.rebuild(ctx, target, log, mapper, opts)
+		if errors.Is(err, errParkingChanged) && attempt < 3 && ctx.Err() == nil {
+			continue
+		}
+		if err != nil {
+			return st, fmt.Errorf("sqlmodel: rebuild %s: %w", r.m.Name, err)
+		}
+		return st, nil
+	}
+}
+
+// errParkingChanged reports a parked sequence retried, skipped or parked
+// while a rebuild ran.
+var errParkingChanged = errors.New("the parked entities changed while the rebuild ran; rebuild again")
+
+// replay is what a rebuild needs of the projection's parking: see
+// projection.Replay.
+type replay interface {
+	Keep(id uuid.UUID, pos int64) bool
+	Fail(it store.SequencedItem, err error)
+	Refresh(ctx context.Context) ([]uuid.UUID, error)
+	Park(ctx context.Context, tx store.Tx, src projection.Source) (int, error)
+}
+
+// unparked is the replay of a target that parks nothing: an entity whose
+// event fails is left out of the new tables from there on.
+type unparked map[uuid.UUID]int64
+
+func (u unparked) Keep(id uuid.UUID, pos int64) bool {
+	first, ok := u[id]
+	return !ok || pos < first
+}
+
+func (u unparked) Fail(it store.SequencedItem, _ error) {
+	if first, ok := u[it.SequenceID]; !ok || it.Position < first {
+		u[it.SequenceID] = it.Position
+	}
+}
+
+func (u unparked) Refresh(context.Context) ([]uuid.UUID, error) { return nil, nil }
+
+func (u unparked) Park(context.Context, store.Tx, projection.Source) (int, error) { return 0, nil }
+
+func (r *ReadModel) rebuild(ctx context.Context, target Target, log Log, mapper *events.Mapper, opts RebuildOptions) (RebuildStats, error) {
+	var st RebuildStats
+	var rp replay = unparked{}
+	if pr, ok := target.(store.ParkRecorder); ok {
+		p, err := projection.NewReplay(ctx, pr, r.m.Name)
+		if err != nil {
+			return st, err
+		}
+		rp = p
+	}
+	src, _ := log.(projection.Source)
+	if src == nil {
+		src, _ = target.(projection.Source)
 	}
 	// The new tables: the model's statements under names no live table
 	// has, made after dropping what an earlier rebuild left.
@@ -123,14 +185,13 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 		return nil
 	})
 	if err != nil {
-		return fail(err)
+		return st, err
 	}
 	total, err := log.MaxNotificationID(ctx)
 	if err != nil {
-		return fail(err)
+		return st, err
 	}
-	parked := map[uuid.UUID]bool{} // entities an event of which failed
-	var pending []emission         // commands of events the live projection has not applied
+	var pending []emission // commands of events the live projection has not applied
 	var reported int64
 	progress := func() {
 		reported = max(reported, st.Last)
@@ -158,19 +219,19 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 			if !r.entities[events.EntityOf(n.Topic)] {
 				continue
 			}
-			if parked[n.SequenceID] {
+			if !rp.Keep(n.SequenceID, n.Position) {
 				st.Skipped++
 				continue
 			}
 			e, err := mapper.FromItem(n.SequencedItem)
 			if err != nil {
-				parked[n.SequenceID] = true
+				rp.Fail(n.SequencedItem, err)
 				st.Skipped++
 				continue
 			}
 			items = append(items, projection.Item{SequencedItem: n.SequencedItem, NotificationID: n.ID, Event: e})
 		}
-		applied, skipped, emitted, err := r.applyRebuild(ctx, c, tx, shadow, items, parked)
+		applied, skipped, emitted, err := r.applyRebuild(ctx, c, tx, shadow, items, rp)
 		if err != nil {
 			return false, err
 		}
@@ -194,7 +255,7 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 			empty, err = page(ctx, tx)
 			return err
 		}); err != nil {
-			return fail(err)
+			return st, err
 		}
 		progress()
 		if empty {
@@ -204,29 +265,42 @@ func (r *ReadModel) Rebuild(ctx context.Context, target Target, log Log, mapper 
 	// The swap.
 	var swapErr error
 	for attempt := range 3 {
-		saved, savedParked, savedPending := st, clone(parked), slices.Clone(pending)
+		saved, savedPending := st, slices.Clone(pending)
 		swapErr = target.InTx(ctx, func(tx store.Tx) error {
-			return r.swap(ctx, tx, shadow, opts.LockTimeout, page, &pending)
+			return r.swap(ctx, tx, shadow, opts.LockTimeout, page, &pending, func(tx store.Tx) error {
+				// The live projection is held back: what the parking is now
+				// is what it will be when the tables are in.
+				changed, err := rp.Refresh(ctx)
+				if err != nil {
+					return err
+				}
+				if len(changed) > 0 {
+					return fmt.Errorf("%w (%d entities, %s first)", errParkingChanged, len(changed), changed[0])
+				}
+				n, err := rp.Park(ctx, tx, src)
+				st.Parked = int64(n)
+				return err
+			})
 		})
-		if swapErr == nil {
+		if swapErr == nil || errors.Is(swapErr, errParkingChanged) {
 			break
 		}
-		st, parked, pending = saved, savedParked, savedPending
+		st, pending = saved, savedPending
 		if ctx.Err() != nil || attempt == 2 {
 			break
 		}
 	}
 	if swapErr != nil {
-		return fail(swapErr)
+		return st, swapErr
 	}
 	progress()
 	return st, nil
 }
 
 // applyRebuild applies items to the new tables. If Apply fails with a
-// permanent error, the items are applied again one entity at a time, and an
-// entity whose events fail is parked for the rest of the rebuild.
-func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Names, items []projection.Item, parked map[uuid.UUID]bool) (applied, skipped int64, emitted []emission, err error) {
+// permanent error, the items are applied again one at a time, and an entity
+// whose event fails is left out from there on (and parked at the swap).
+func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Names, items []projection.Item, rp replay) (applied, skipped int64, emitted []emission, err error) {
 	if len(items) == 0 {
 		return 0, 0, nil, nil
 	}
@@ -247,7 +321,7 @@ func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Nam
 	// One event at a time, each in a savepoint of its own.
 	emitted = nil
 	for _, it := range items {
-		if parked[it.SequenceID] {
+		if !rp.Keep(it.SequenceID, it.Position) {
 			skipped++
 			continue
 		}
@@ -262,7 +336,7 @@ func (r *ReadModel) applyRebuild(ctx context.Context, c Conn, tx store.Tx, n Nam
 			if err := sp.rollback(ctx); err != nil {
 				return 0, 0, nil, err
 			}
-			parked[it.SequenceID] = true
+			rp.Fail(it.SequencedItem, err)
 			skipped++
 			continue
 		}
@@ -326,7 +400,7 @@ func (s savepoint) rollback(ctx context.Context) error {
 
 // swap holds the live projection back, applies the rest of the log to the
 // new tables and puts them in the live ones' place.
-func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout time.Duration, page func(context.Context, store.Tx) (bool, error), pending *[]emission) error {
+func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout time.Duration, page func(context.Context, store.Tx) (bool, error), pending *[]emission, park func(store.Tx) error) error {
 	c, d, err := connOf(tx)
 	if err != nil {
 		return err
@@ -353,6 +427,9 @@ func (r *ReadModel) swap(ctx context.Context, tx store.Tx, shadow Names, timeout
 		if empty {
 			break
 		}
+	}
+	if err := park(tx); err != nil {
+		return err
 	}
 	// The live projection is held back: what it has not applied of the
 	// pending commands' causes it never will. Send those commands (the
@@ -436,12 +513,4 @@ func dropLeftovers(ctx context.Context, c Conn, d Dialect, schema string, tables
 		}
 	}
 	return nil
-}
-
-func clone(m map[uuid.UUID]bool) map[uuid.UUID]bool {
-	out := make(map[uuid.UUID]bool, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

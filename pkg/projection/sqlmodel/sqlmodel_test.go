@@ -412,3 +412,96 @@ func TestRebuildSendsWhatTheLiveProjectionSkips(t *testing.T) {
 		})
 	}
 }
+
+// A model whose Apply fails on an entity's event parks that entity from
+// there, through the runner; a rebuild keeps it parked (the new tables hold
+// the entity up to the event before), and once the fault is gone a retry
+// applies the parked events once, after which the tables equal a fold of
+// the whole log.
+func TestModelParkingAndRebuild(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := t.Context()
+			rec, q, opts := b.open(t)
+			rng := rand.New(rand.NewPCG(4, 4))
+			mapper := projtest.NewMapper(t)
+			ents := projtest.History(t, rng, mapper, rec, 10, 150)
+			log := entityLog(fullLog(t, rec, ents))
+			var bad uuid.UUID
+			var badPos int64
+			for _, n := range log {
+				if n.Position == 3 {
+					bad, badPos = n.SequenceID, 3
+					break
+				}
+			}
+			broken := true
+			m := counts(1)
+			apply := m.Apply
+			m.Apply = func(ctx context.Context, tx *sqlmodel.Tx, items []projection.Item) error {
+				for i, it := range items {
+					if broken && it.SequenceID == bad && it.Position == badPos {
+						return &projection.ItemError{Index: i, Err: projection.Permanent(errors.New("cannot apply this one"))}
+					}
+				}
+				return apply(ctx, tx, items)
+			}
+			rm, err := sqlmodel.New(m, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rm.Migrate(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			r, err := projection.NewRunner(rec, projection.Config{Name: rm.Name(), Policy: rm, Mapper: mapper, Source: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := projtest.Consumer{T: t, Rng: rng, Handler: r, Name: rm.Name(), MaxBatch: 10}
+			c.Run(projtest.Publish(rng, log, 3, 0))
+			table := rm.NewReader(q, b.dialect).Table("counts")
+			last := func() int64 {
+				var l int64
+				if err := q.QueryRow(ctx, "SELECT last FROM "+table+" WHERE id = $1", bad).Scan(&l); err != nil {
+					t.Fatal(err)
+				}
+				return l
+			}
+			if got := last(); got != badPos-1 {
+				t.Fatalf("the parked entity is at position %d, want %d", got, badPos-1)
+			}
+			st, err := rm.Rebuild(ctx, rec, rec, mapper, sqlmodel.RebuildOptions{PageSize: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := last(); got != badPos-1 || st.Skipped == 0 {
+				t.Fatalf("after the rebuild the parked entity is at position %d (stats %+v), want %d", got, st, badPos-1)
+			}
+			broken = false
+			if _, err := r.Retry(ctx, bad); err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, q, table, expect(log))
+			// A rebuild now holds everything.
+			if _, err := rm.Rebuild(ctx, rec, rec, mapper, sqlmodel.RebuildOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, q, table, expect(log))
+			// A rebuild parks again what fails again.
+			broken = true
+			st, err = rm.Rebuild(ctx, rec, rec, mapper, sqlmodel.RebuildOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := last(); got != badPos-1 || st.Parked != 1 {
+				t.Fatalf("a rebuild that fails: the entity at position %d, %d parked; want %d, 1", got, st.Parked, badPos-1)
+			}
+			broken = false
+			if _, err := r.Retry(ctx, bad); err != nil {
+				t.Fatal(err)
+			}
+			checkCounts(t, q, table, expect(log))
+		})
+	}
+}

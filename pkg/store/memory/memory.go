@@ -1,5 +1,6 @@
 // Package memory is an in-memory store.ProcessRecorder, store.SequencesReader,
-// store.SnapshotRecorder, store.KeyRecorder and store.Notifier. It keeps
+// store.SnapshotRecorder, store.KeyRecorder, store.ParkRecorder and
+// store.Notifier. It keeps
 // nothing on disk: use it in tests and examples, and where the log may be
 // lost with the process.
 //
@@ -34,6 +35,7 @@ type Recorder struct {
 	snapshots map[uuid.UUID][]store.SequencedItem // each in position order
 	tracking  map[trackingKey]int64
 	keys      map[uuid.UUID]memKey // data keys (keys.go)
+	park      parkState            // parked sequences (parked.go)
 	wake      chan struct{}        // closed and replaced after each commit
 }
 
@@ -45,6 +47,8 @@ var (
 	_ store.SequencesReader  = (*memTx)(nil)
 	_ store.TrackingsSetter  = (*memTx)(nil)
 	_ store.KeyRecorder      = (*Recorder)(nil)
+	_ store.ParkRecorder     = (*Recorder)(nil)
+	_ store.ParkTx           = (*memTx)(nil)
 )
 
 // New returns an empty recorder.
@@ -54,6 +58,7 @@ func New() *Recorder {
 		snapshots: make(map[uuid.UUID][]store.SequencedItem),
 		tracking:  make(map[trackingKey]int64),
 		keys:      make(map[uuid.UUID]memKey),
+		park:      newParkState(),
 		wake:      make(chan struct{}),
 	}
 }
@@ -196,6 +201,9 @@ func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) error {
 		r.keys[id] = memKey{forgotten: true}
 		delete(r.snapshots, id)
 	}
+	if tx.park != nil {
+		r.park = *tx.park
+	}
 	if len(tx.order) > 0 {
 		close(r.wake)
 		r.wake = make(chan struct{})
@@ -210,6 +218,7 @@ type memTx struct {
 	tracking map[trackingKey]int64
 	doomed   error       // a tracking conflict: the transaction must not commit
 	forgets  []uuid.UUID // sequences whose keys and snapshots go at commit
+	park     *parkState  // the parked sequences as changed, copied at the first change
 }
 
 func (tx *memTx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {

@@ -2,7 +2,8 @@
 // production targets 14+), on pgx/v5.
 //
 // A Recorder is a store.ProcessRecorder, a store.SequencesReader, a
-// store.SnapshotRecorder and a store.Notifier. New takes a connected
+// store.SnapshotRecorder, a store.KeyRecorder, a store.ParkRecorder and a
+// store.Notifier. New takes a connected
 // *pgxpool.Pool and Options (schema, and a table prefix so several
 // applications can share a schema); it never dials or reads the environment.
 // Connect is a helper for main: it parses a DSN, opens a pool, pings, and says
@@ -11,9 +12,12 @@
 //
 // # Schema and migrations
 //
-// Four tables, named <prefix>events, <prefix>snapshots, <prefix>tracking and
+// Tables named <prefix>events, <prefix>snapshots, <prefix>tracking,
 // <prefix>entity_keys (per-entity data keys for crypto-shredding, wrapped by
-// a master key; see store.KeyRecorder), plus <prefix>schema_version. Events have the primary key (sequence_id,
+// a master key; see store.KeyRecorder), <prefix>parked_sequences,
+// <prefix>parked_events and <prefix>park_actions (the projections' parked
+// sequences; see store.ParkRecorder: ParkedSequences locks the rows it reads
+// FOR UPDATE, in the order of the ids given), plus <prefix>schema_version. Events have the primary key (sequence_id,
 // position) and a unique index on notification_id. Migrations are embedded SQL
 // files applied by Migrate (or by New with Options.Migrate), each in its own
 // transaction, serialised across processes with pg_advisory_lock. A schema

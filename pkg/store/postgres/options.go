@@ -86,25 +86,30 @@ type names struct {
 	Snapshots string
 	Tracking  string
 	Keys      string // per-entity data keys
-	Version   string
-	prefix    string
-	channel   string // LISTEN/NOTIFY channel, unquoted
-	lockSpace string // distinguishes advisory lock keys of different stores
+	// Parked sequences of projections (parked.go).
+	Parked, ParkedEvents, ParkActions string
+	Version                           string
+	prefix                            string
+	channel                           string // LISTEN/NOTIFY channel, unquoted
+	lockSpace                         string // distinguishes advisory lock keys of different stores
 }
 
 func newNames(o Options) names {
 	q := func(table string) string { return pgx.Identifier{o.Schema, o.TablePrefix + table}.Sanitize() }
 	space := o.Schema + "." + o.TablePrefix
 	return names{
-		Schema:    pgx.Identifier{o.Schema}.Sanitize(),
-		Events:    q("events"),
-		Snapshots: q("snapshots"),
-		Tracking:  q("tracking"),
-		Keys:      q("entity_keys"),
-		Version:   q("schema_version"),
-		prefix:    o.TablePrefix,
-		channel:   fmt.Sprintf("eventlog_%016x", hash64("notify:"+space)),
-		lockSpace: space,
+		Schema:       pgx.Identifier{o.Schema}.Sanitize(),
+		Events:       q("events"),
+		Snapshots:    q("snapshots"),
+		Tracking:     q("tracking"),
+		Keys:         q("entity_keys"),
+		Parked:       q("parked_sequences"),
+		ParkedEvents: q("parked_events"),
+		ParkActions:  q("park_actions"),
+		Version:      q("schema_version"),
+		prefix:       o.TablePrefix,
+		channel:      fmt.Sprintf("eventlog_%016x", hash64("notify:"+space)),
+		lockSpace:    space,
 	}
 }
 

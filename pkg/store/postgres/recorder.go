@@ -82,6 +82,7 @@ type Recorder struct {
 	n          names
 	migrations []migration
 	q          queries
+	pq         parkQueries
 
 	bg     context.Context // background goroutines; done at Close
 	stop   context.CancelFunc
@@ -113,7 +114,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Recorder, erro
 		return nil, err
 	}
 	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
-	r := &Recorder{pool: pool, opts: opts, n: n, migrations: ms, q: buildQueries(n), bg: bg, stop: stop}
+	r := &Recorder{pool: pool, opts: opts, n: n, migrations: ms, q: buildQueries(n), pq: buildParkQueries(n), bg: bg, stop: stop}
 	r.lis.subs = map[chan struct{}]struct{}{}
 	if opts.Migrate {
 		if err := r.Migrate(ctx); err != nil {

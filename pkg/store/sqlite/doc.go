@@ -1,6 +1,6 @@
 // Package sqlite is the embedded store backend: a store.ProcessRecorder,
-// store.SequencesReader, store.SnapshotRecorder, store.KeyRecorder and
-// store.Notifier on one SQLite database file, through modernc.org/sqlite
+// store.SequencesReader, store.SnapshotRecorder, store.KeyRecorder,
+// store.ParkRecorder and store.Notifier on one SQLite database file, through modernc.org/sqlite
 // (pure Go, no cgo).
 //
 // Per-entity data keys (crypto-shredding) live in the table entity_keys,
@@ -8,6 +8,11 @@
 // (keeping that the sequence was forgotten) and deletes the snapshots in one
 // transaction; the wrapped key's old bytes may remain in free pages and the
 // WAL until reused, checkpointed or VACUUMed.
+//
+// The projections' parked sequences (store.ParkRecorder) live in the tables
+// parked_sequences, parked_events and park_actions; a transaction holds the
+// database's write lock, so the rows ParkedSequences reads are locked with
+// it.
 //
 // Open opens a file and owns its connections; New wraps a *sql.DB of the
 // caller's (for read models kept in the same file, written in the same

@@ -26,7 +26,16 @@
 // transaction implements store.TrackingsSetter; and, when the recorder is a
 // store.KeyRecorder, data keys (created once, the first stored key winning a
 // race) and Forget (the tombstone appended in the log, the key and the
-// snapshots gone, other sequences intact, idempotent, no key ever again).
+// snapshots gone, other sequences intact, idempotent, no key ever again);
+// and, when the recorder is a store.ParkRecorder, parked sequences (rows and
+// events round-trip per projection name, listed in order and paged, counted;
+// events taken in position order, a rolled back take keeping them; a row
+// with nothing parked kept only while it has skipped positions; a parked
+// position refused a second time, the transaction still usable; invalid
+// input refused; the trail of retries and skips; and transactions that read
+// a parked sequence and extend it taking turns, none losing an extension;
+// and, where a transaction is a store.TrackingParkTx, tracking and parked rows
+// in one call).
 //
 // Subtests run in parallel, so newRecorder must be safe to call from several
 // goroutines, and the recorders it returns must not share data.

@@ -95,6 +95,12 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 		{"DataKeys", s.testDataKeys},
 		{"DataKeyRace", s.testDataKeyRace},
 		{"Forget", s.testForget},
+		{"Parked", s.testParked},
+		{"ParkedTake", s.testParkedTake},
+		{"ParkedConflict", s.testParkedConflict},
+		{"ParkActions", s.testParkActions},
+		{"ParkedLock", s.testParkedLock},
+		{"ParkedTracking", s.testParkedTracking},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"hash/fnv"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -331,4 +333,171 @@ func sameJSON(a, b map[string]json.RawMessage) bool {
 	xb, _ := json.Marshal(x)
 	yb, _ := json.Marshal(y)
 	return string(xb) == string(yb)
+}
+
+// A Fault makes a policy fail on one event: permanently while On, and
+// transiently (attributed with an *ItemError) Transient times first.
+type Fault struct {
+	ID        uuid.UUID
+	Pos       atomic.Int64
+	On        atomic.Bool
+	Transient atomic.Int64
+	// Unattributed fails without an *ItemError (the runner then applies the
+	// items one at a time to find the failing one).
+	Unattributed bool
+	// Hits counts the times the event reached the policy.
+	Hits atomic.Int64
+}
+
+// NewFault returns a fault, on, at position pos of sequence id.
+func NewFault(id uuid.UUID, pos int64) *Fault {
+	f := &Fault{ID: id}
+	f.Pos.Store(pos)
+	f.On.Store(true)
+	return f
+}
+
+func (f *Fault) check(items []projection.Item) error {
+	for i, it := range items {
+		if it.SequenceID != f.ID || it.Position != f.Pos.Load() {
+			continue
+		}
+		f.Hits.Add(1)
+		if f.Transient.Load() > 0 {
+			f.Transient.Add(-1)
+			return &projection.ItemError{Index: i, Err: errors.New("i/o timeout")}
+		}
+		if f.On.Load() {
+			err := projection.Permanent(fmt.Errorf("event %d of %s refused", it.Position, it.SequenceID))
+			if f.Unattributed {
+				return err
+			}
+			return &projection.ItemError{Index: i, Err: err}
+		}
+	}
+	return nil
+}
+
+// Faulty returns policy (with its position guard and decoding) failing as f
+// says.
+func Faulty(policy projection.Policy, f *Fault) projection.Policy { return faulty{policy, f} }
+
+type faulty struct {
+	projection.Policy
+	f *Fault
+}
+
+func (p faulty) Apply(ctx context.Context, tx store.Tx, items []projection.Item) error {
+	if err := p.f.check(items); err != nil {
+		return err
+	}
+	return p.Policy.Apply(ctx, tx, items)
+}
+
+func (p faulty) LastPositions(ctx context.Context, tx store.Tx, ids []uuid.UUID) (map[uuid.UUID]int64, error) {
+	return p.Policy.(projection.Positions).LastPositions(ctx, tx, ids)
+}
+
+func (p faulty) DecodesEvents() bool {
+	d, ok := p.Policy.(projection.DecodingPolicy)
+	return ok && d.DecodesEvents()
+}
+
+// Without returns log without the events of sequence id from position from
+// on: what a read model holds while they are parked.
+func Without(log []store.Notification, id uuid.UUID, from int64) []store.Notification {
+	out := make([]store.Notification, 0, len(log))
+	for _, n := range log {
+		if n.SequenceID != id || n.Position < from {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// A ParkEnv is a read model on a store that is its runner's target and
+// source, for CheckParking.
+type ParkEnv struct {
+	Store interface {
+		store.ProcessRecorder
+		store.ParkRecorder
+	}
+	Mapper *events.Mapper
+	// Policy is the read model.
+	Policy projection.Policy
+	// Rows returns every row of the read model, discarded ones too; Log the
+	// store's whole log.
+	Rows func(t testing.TB) []readmodel.Row
+	Log  func(t testing.TB) []store.Notification
+	// Rebuild, if set, rebuilds the read model from the store's log.
+	Rebuild func(t testing.TB)
+}
+
+// CheckParking checks a read model's parking: a policy failing on event k of
+// entity x parks x's events k..n, the row of x stays as it was after event
+// k-1 while every other entity is applied in full (through duplicates, gaps
+// and redeliveries), a rebuild keeps it so, and once the fault is gone a
+// retry brings x's row up to date.
+func CheckParking(t *testing.T, e ParkEnv, seed uint64) {
+	t.Helper()
+	ctx := t.Context()
+	rng := rand.New(rand.NewPCG(seed, 77))
+	ents := History(t, rng, e.Mapper, e.Store, 8, 200)
+	log := e.Log(t)
+	var x *entity.Entity
+	for _, en := range ents {
+		if x == nil || en.Version() > x.Version() {
+			x = en
+		}
+	}
+	n := x.Version() - 1
+	k := 1 + rng.Int64N(n-1)
+	f := NewFault(x.ID(), k)
+	const name = "readmodel"
+	r, err := projection.NewRunner(e.Store, projection.Config{Name: name, Policy: Faulty(e.Policy, f), Mapper: e.Mapper, Source: e.Store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	(&Consumer{T: t, Rng: rng, Handler: r, Name: name, MaxBatch: 25, Redeliver: 0.15}).Run(Publish(rng, log, 2, 0.1))
+
+	behind := Fold(t, e.Mapper, Without(log, x.ID(), k))
+	check := func(what string, want map[uuid.UUID]readmodel.Row) {
+		t.Helper()
+		if diffs := CompareRows(e.Rows(t), want); len(diffs) > 0 {
+			t.Fatalf("%s: %d rows differ (x is %s, parked from %d of %d):\n%s", what, len(diffs), x.ID(), k, n, strings.Join(diffs[:min(10, len(diffs))], "\n"))
+		}
+	}
+	checkParked := func(what string) {
+		t.Helper()
+		rows, err := e.Store.ListParked(ctx, store.ParkedQuery{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].SequenceID != x.ID() || rows[0].First != k || rows[0].Last != n || rows[0].Count != n-k+1 {
+			t.Fatalf("%s: parked %+v, want %s from %d to %d", what, rows, x.ID(), k, n)
+		}
+	}
+	check("parked", behind)
+	checkParked("parked")
+	if e.Rebuild != nil {
+		e.Rebuild(t)
+		check("rebuilt while parked", behind)
+		checkParked("rebuilt while parked")
+	}
+	f.On.Store(false)
+	res, err := r.Retry(ctx, x.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Parked || res.Applied != int(n-k+1) {
+		t.Fatalf("retry %+v, want %d events applied", res, n-k+1)
+	}
+	check("retried", Fold(t, e.Mapper, log))
+	if e.Rebuild != nil {
+		e.Rebuild(t)
+		check("rebuilt after the retry", Fold(t, e.Mapper, log))
+	}
+	if rows, err := e.Store.ListParked(ctx, store.ParkedQuery{}); err != nil || len(rows) != 0 {
+		t.Fatalf("parked after the retry: %+v, %v", rows, err)
+	}
 }
