@@ -138,8 +138,13 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
+	k := kafkaFlags{prefix: "eventlog", partitions: 4, replication: -1}
+	k.registerCompression(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	if err := k.checkCompression(); err != nil {
+		return UsageError{err}
 	}
 	if n < 1 || entities < 1 || entities > n || rate < 1 {
 		return UsageError{fmt.Errorf("want -commands >= -entities-n >= 1 and -rate >= 1")}
@@ -179,7 +184,7 @@ func Bench(ctx context.Context, args []string, env Env) error {
 		defer dropSchema(dsn, s.schema)
 	}
 	brokers := cluster.ListenAddrs()
-	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: 4, replication: -1}
+	k.brokers = brokers
 	stages := &stageRecorder{}
 	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Entities: []string{"example"}, Log: log, OnBatch: stages.add, Pipeline: pipeline})
 	if err != nil {
@@ -191,7 +196,7 @@ func Bench(ctx context.Context, args []string, env Env) error {
 	defer func() { stopWriter(); <-wdone }()
 
 	topics := wire.Topics{Prefix: "eventlog"}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))
+	prod, err := kgo.NewClient(k.clientOptions(kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))...)
 	if err != nil {
 		return err
 	}

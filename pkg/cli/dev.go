@@ -36,6 +36,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 		entities                                   = config.List{"example"}
 		c                                          codecFlags
 		l                                          logFlags
+		k                                          = kafkaFlags{prefix: "eventlog", replication: -1}
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
@@ -47,8 +48,12 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	fs.Secret("postgres-dsn")
 	c.register(fs)
 	l.register(fs)
+	k.registerCompression(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	if err := k.checkCompression(); err != nil {
+		return UsageError{err}
 	}
 	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
@@ -70,7 +75,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}
-	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: partitions, replication: -1}
+	k.brokers, k.partitions = brokers, partitions
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, MapperOptions: mopts, Log: log, Metrics: reg,
@@ -123,7 +128,7 @@ Try it from another terminal:
   eventlog get --http-addr %s example <id printed above>
 
 Or with kcat, any Kafka client:
-  echo '{"command_id":"'$(uuidgen)'","type":"create","entity":"example","entity_id":"'$(uuidgen)'","data":{"foo":"bar"}}' \
+  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$(cat /proc/sys/kernel/random/uuid)'","data":{"foo":"bar"}}' \
     | kcat -P -b %s -t eventlog.commands
   kcat -C -b %s -t eventlog.command-results -e
   kcat -C -b %s -t eventlog.events.example -e -f '%%k %%h %%s\n'
