@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,30 +237,54 @@ func TestKafkaJS(t *testing.T) {
 // kafkajsEnv silences kafkajs's notice that v2 changed its default partitioner.
 var kafkajsEnv = []string{"KAFKAJS_NO_PARTITIONER_WARNING=1"}
 
-// kafkajs returns node, with kafkajs installed in interop/node (npm ci, from
-// its lock file, if it is not there yet), or skips t.
+// kafkajs returns node, with kafkajs installed in interop/node, or skips t.
 func kafkajs(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		interop.Unavailable(t, "node is not installed (apt-get install nodejs npm)")
 	}
-	dir := repoPath(t, "interop", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "kafkajs", "package.json")); err == nil {
-		return node
-	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		interop.Unavailable(t, "kafkajs is not installed in %s and npm is not installed (apt-get install npm)", dir)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		interop.Unavailable(t, "npm ci in %s: %v\n%s", dir, err, out)
-	}
+	nodeModules(t)
 	return node
+}
+
+var (
+	npmOnce sync.Once
+	npmErr  error
+)
+
+// nodeModules installs interop/node's packages (kafkajs, @asyncapi/specs)
+// with npm ci, from its lock file, unless they are there; it skips t if they
+// cannot be installed.
+func nodeModules(t *testing.T) {
+	t.Helper()
+	dir := repoPath(t, "interop", "node")
+	npmOnce.Do(func() {
+		installed := true
+		for _, p := range []string{"kafkajs", "@asyncapi/specs"} {
+			if _, err := os.Stat(filepath.Join(dir, "node_modules", p, "package.json")); err != nil {
+				installed = false
+			}
+		}
+		if installed {
+			return
+		}
+		npm, err := exec.LookPath("npm")
+		if err != nil {
+			npmErr = fmt.Errorf("the packages of %s are not installed and npm is not installed (apt-get install npm)", dir)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			npmErr = fmt.Errorf("npm ci in %s: %v\n%s", dir, err, out)
+		}
+	})
+	if npmErr != nil {
+		interop.Unavailable(t, "%v", npmErr)
+	}
 }
 
 // confluent-kafka-python (librdkafka), with its default settings but for

@@ -19,6 +19,15 @@
 // sequence-id, position, topic, notification-id and codec and the JSON
 // values the contract (docs/asyncapi.yaml) describes.
 //
+// The wire contract is also a document, docs/asyncapi.yaml (AsyncAPI 3.0).
+// This package's TestContract sends dev every kind of command and bad input
+// and validates each record that comes back (commands, results, events, dead
+// letters: keys, headers, JSON values) against the document's schemas, with
+// no field or header the document does not describe; TestContractRejects
+// shows the schemas refuse records that break the contract, and
+// TestAsyncAPIDocument validates the document against the AsyncAPI 3.0.0
+// schema (npm's @asyncapi/specs) and package wire's topic and header names.
+//
 // A client that cannot be had (kcat, node or python3 not installed, kafkajs
 // not installable with npm, confluent_kafka not importable) skips its test
 // with a message saying how to install it; EVENTLOG_REQUIRE_CLIENTS=1, as set
