@@ -59,8 +59,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/eventlog/eventlog/pkg/events"
+	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -569,4 +571,159 @@ func Errors(errs []error) string {
 		b.WriteString(e.Error())
 	}
 	return b.String()
+}
+
+// ---------------------------------------------------------------------------
+// Compression codecs
+
+// CodecBatch is the number of records ProduceCompressed produces.
+const CodecBatch = 20
+
+// ProduceCompressed produces CodecBatch records of JSON that compresses well
+// to topic at broker, keyed by key, in batches compressed with codec as
+// eventlog's producers compress them (kafka.ProducerCompression). It returns
+// the plan of a client that is to read them back: ReadTopics and EventsTopic
+// the topic, WantEvents[key] CodecBatch, no commands.
+func ProduceCompressed(ctx context.Context, broker, topic, key, codec string) (*Plan, error) {
+	opt, err := kafka.ProducerCompression(codec)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.AllowAutoTopicCreation(), kgo.ProducerLinger(time.Second), opt)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var recs []*kgo.Record
+	for i := range CodecBatch {
+		v := fmt.Sprintf(`{"timestamp":"2026-01-02T03:04:05Z","name":"foo","value":"%s%d"}`, strings.Repeat("baz", 20), i)
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(v)})
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return nil, fmt.Errorf("interop: produce %s batches to %s: %w", codec, topic, err)
+	}
+	return &Plan{
+		Brokers: []string{broker}, EventsTopic: topic, ReadTopics: []string{topic}, Group: "interop-codec-" + randHex(4),
+		Commands: []CommandRecord{}, Entities: []string{key}, WantResults: []string{}, WantEvents: map[string]int{key: CodecBatch},
+		TimeoutMs: 30_000,
+	}, nil
+}
+
+// A Reader runs a client on a plan: it produces the plan's commands, reads
+// the plan's topics in the plan's consumer group until it has what the plan
+// waits for (Plan.Progress), and returns the records it kept, or why it
+// failed.
+type Reader func(ctx context.Context, plan *Plan) ([]Record, error)
+
+// SeedEntities is the number of entities of each client's seed scenario.
+const SeedEntities = 4
+
+// ClientTimeout bounds one run of a client.
+const ClientTimeout = 2 * time.Minute
+
+// Seed plays the seed scenario (NewPlan) with a client against d and checks
+// what it read (Plan.Check).
+func Seed(t *testing.T, d *Dev, client string, read Reader) {
+	t.Helper()
+	plan := NewPlan(client, d.Broker, SeedEntities)
+	ctx, cancel := context.WithTimeout(t.Context(), ClientTimeout)
+	defer cancel()
+	start := time.Now()
+	recs, err := read(ctx, plan)
+	if err != nil {
+		t.Fatalf("%s: %v", client, err)
+	}
+	t.Logf("%s: the seed scenario, %d records read in %s", client, len(recs), time.Since(start).Round(time.Millisecond))
+	if errs := plan.Check(recs); len(errs) > 0 {
+		t.Errorf("%d problems in what %s read:%s", len(errs), client, Errors(errs))
+	}
+}
+
+// Codecs checks which producer compression codecs a client reads with its
+// default settings: for each codec (kafka.CompressionNames), a batch as
+// eventlog's producers compress it, to a topic of its own
+// (ProduceCompressed), which the client reads back, or fails on, as readable
+// says; a failure must say unreadable, so that one for another reason does
+// not pass. So the README's compression table is a test, and a client that
+// cannot read a codec is the negative control of the default.
+func Codecs(t *testing.T, d *Dev, client string, read Reader, readable map[string]bool, unreadable string) {
+	t.Helper()
+	for _, codec := range kafka.CompressionNames() {
+		t.Run("compression="+codec, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), ClientTimeout)
+			defer cancel()
+			plan, err := ProduceCompressed(ctx, d.Broker, "interop.codec."+client+"."+codec+"."+randHex(4), uuid.NewString(), codec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs, err := read(ctx, plan)
+			switch {
+			case readable[codec] && err != nil:
+				t.Errorf("%s cannot read %s batches: %v", client, codec, err)
+			case readable[codec] && len(recs) != CodecBatch:
+				t.Errorf("%s read %d records of %s batches, want %d", client, len(recs), codec, CodecBatch)
+			case !readable[codec] && err == nil:
+				t.Errorf("%s read %s batches, which it is not to read with no plugin: update the README's compression table", client, codec)
+			case !readable[codec] && !strings.Contains(err.Error(), unreadable):
+				t.Errorf("%s failed on %s batches, but not saying %q: %v", client, codec, unreadable, err)
+			case !readable[codec]:
+				msg := strings.TrimSpace(err.Error())
+				t.Logf("%s cannot read %s batches, as expected: %s", client, codec, msg[strings.LastIndex(msg, "\n")+1:])
+			}
+		})
+	}
+}
+
+// Progress tracks what a client has read of a plan.
+type Progress struct {
+	plan    *Plan
+	results map[string]bool
+	events  map[string]int
+	mine    map[string]bool
+}
+
+// Progress returns a tracker of what a client has read of p.
+func (p *Plan) Progress() *Progress {
+	g := &Progress{plan: p, results: map[string]bool{}, events: map[string]int{}, mine: map[string]bool{}}
+	for _, id := range p.Entities {
+		g.mine[id] = true
+	}
+	return g
+}
+
+// Mine reports whether a record of key is one the client keeps.
+func (g *Progress) Mine(key string) bool { return g.mine[key] }
+
+// Add counts a record the client kept.
+func (g *Progress) Add(r Record) {
+	switch r.Topic {
+	case g.plan.ResultsTopic:
+		var res struct {
+			CommandID string `json:"command_id"`
+		}
+		_ = json.Unmarshal([]byte(r.Value), &res)
+		g.results[res.CommandID] = true
+	case g.plan.EventsTopic:
+		g.events[r.Key]++
+	}
+}
+
+// Done reports whether the client has read everything the plan waits for.
+func (g *Progress) Done() bool {
+	for _, id := range g.plan.WantResults {
+		if !g.results[id] {
+			return false
+		}
+	}
+	for _, id := range g.plan.Entities {
+		if g.events[id] < g.plan.WantEvents[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *Progress) String() string {
+	return fmt.Sprintf("results %d of %d, events %v", len(g.results), len(g.plan.WantResults), g.events)
 }
