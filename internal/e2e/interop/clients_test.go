@@ -83,7 +83,9 @@ func TestKcat(t *testing.T) {
 	if err != nil {
 		interop.Unavailable(t, "kcat is not installed (apt-get install kcat)")
 	}
-	read := func(ctx context.Context, plan *interop.Plan) ([]interop.Record, error) { return kcatRead(ctx, kcat, plan) }
+	read := func(ctx context.Context, plan *interop.Plan) ([]interop.Record, error) {
+		return kcatRead(ctx, kcat, plan)
+	}
 	d := dev.Get(t)
 	interop.Seed(t, d, "kcat", read)
 	interop.Codecs(t, d, "kcat", read, allCodecs, "")
@@ -243,4 +245,3 @@ func confluentKafka(t *testing.T) string {
 	interop.Unavailable(t, "no python3 imports confluent_kafka (tried %v; apt-get install python3-confluent-kafka)", tried)
 	return ""
 }
-
