@@ -127,9 +127,10 @@ Try it from another terminal:
   eventlog send --kafka-brokers %s --type create --entity example --attr foo=bar
   eventlog get --http-addr %s example <id printed above>
 
-Or with kcat, any Kafka client:
-  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$(cat /proc/sys/kernel/random/uuid)'","data":{"foo":"bar"}}' \
-    | kcat -P -b %s -t eventlog.commands
+Or with kcat, any Kafka client (commands keyed by entity id):
+  id=$(cat /proc/sys/kernel/random/uuid)
+  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$id'","data":{"foo":"bar"}}' \
+    | kcat -P -b %s -t eventlog.commands -k $id
   kcat -C -b %s -t eventlog.command-results -e
   kcat -C -b %s -t eventlog.events.example -e -f '%%k %%h %%s\n'
 

@@ -164,6 +164,7 @@ func StartDev(ctx context.Context, extra ...string) (*Dev, error) {
 		}
 	}
 	d.cmd.Stdout, d.cmd.Stderr = f, f
+	d.cmd.SysProcAttr = childAttr() // dies with the test binary, even one killed at its timeout
 	if err := d.cmd.Start(); err != nil {
 		f.Close()
 		os.RemoveAll(dir)
