@@ -17,7 +17,17 @@
 // accepted result per command at the right version, and for each entity its
 // events in position order, none missing and none twice, with the headers
 // sequence-id, position, topic, notification-id and codec and the JSON
-// values the contract (docs/asyncapi.yaml) describes.
+// values the contract (docs/asyncapi.yaml) describes (Seed).
+//
+// Every client also reads a batch of each producer compression codec as
+// eventlog's producers compress it (Codecs), and must read it or, for a
+// codec it cannot read without a plugin (kafkajs: snappy, lz4, zstd), fail
+// saying so: the README's compression table, tested.
+//
+// What the tests do not cover: the separate-process setup (writer,
+// projector, `eventlog broker`), whose Kafka side is the same code; Kafka
+// transactions and aborted records, which the relay does not write yet; the
+// traceparent header, which nothing sets yet.
 //
 // The wire contract is also a document, docs/asyncapi.yaml (AsyncAPI 3.0).
 // This package's TestContract sends dev every kind of command and bad input
