@@ -137,8 +137,13 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
 	entityTypes := p.entitiesFlag(fs, "entity types the writer runs, comma-separated (the workload uses the first)")
+	k := kafkaFlags{prefix: "eventlog", partitions: 4, replication: -1}
+	k.registerCompression(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	if err := k.checkCompression(); err != nil {
+		return UsageError{err}
 	}
 	d, err := p.domain(*entityTypes)
 	if err != nil {
@@ -186,7 +191,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		defer dropSchema(dsn, s.schema)
 	}
 	brokers := cluster.ListenAddrs()
-	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: 4, replication: -1}
+	k.brokers = brokers
 	stages := &stageRecorder{}
 	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline})
 	if err != nil {
@@ -198,7 +203,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	defer func() { stopWriter(); <-wdone }()
 
 	topics := wire.Topics{Prefix: "eventlog"}
-	prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))
+	prod, err := kgo.NewClient(k.clientOptions(kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))...)
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,8 @@ type kafkaFlags struct {
 	partitions  int
 	replication int
 	sec         kafkaSecurity // TLS and SASL (security.go)
+	compression string        // codec of produced batches; compress is its option, set by checkCompression
+	compress    kgo.Opt
 }
 
 func (k *kafkaFlags) register(fs *config.FlagSet, defaultBrokers string) {
@@ -83,6 +85,24 @@ func (k *kafkaFlags) register(fs *config.FlagSet, defaultBrokers string) {
 	fs.IntVar(&k.partitions, "partitions", 4, "partitions of topics eventlog creates (scale writers and projectors up to this)")
 	fs.IntVar(&k.replication, "replication-factor", -1, "replication factor of topics eventlog creates (-1: the broker's default)")
 	k.sec.register(fs)
+	k.registerCompression(fs)
+}
+
+// registerCompression registers -kafka-compression, the codec of the batches
+// the command produces (the relay's events, results and dead letters; commands).
+func (k *kafkaFlags) registerCompression(fs *config.FlagSet) {
+	fs.StringVar(&k.compression, "kafka-compression", kafka.DefaultCompression, "compression of the record batches this command produces: "+
+		strings.Join(kafka.CompressionNames(), ", ")+" (every consumer must read it: kafkajs reads only none and gzip without a codec plugin)")
+}
+
+// checkCompression checks -kafka-compression and sets k.compress.
+func (k *kafkaFlags) checkCompression() error {
+	o, err := kafka.ProducerCompression(k.compression)
+	if err != nil {
+		return fmt.Errorf("-kafka-compression: %w", err)
+	}
+	k.compress = o
+	return nil
 }
 
 func (k *kafkaFlags) check() error {
@@ -98,6 +118,9 @@ func (k *kafkaFlags) check() error {
 		return fmt.Errorf("-partitions must be from 1 to 10000, got %d", k.partitions)
 	}
 	if err := k.sec.check(); err != nil {
+		return err
+	}
+	if err := k.checkCompression(); err != nil {
 		return err
 	}
 	return wire.Topics{Prefix: k.prefix}.Validate()

@@ -34,6 +34,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		c                                          codecFlags
 		l                                          logFlags
 		lim                                        limitFlags
+		k                                          = kafkaFlags{prefix: "eventlog", replication: -1}
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
@@ -46,10 +47,14 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	fs.Secret("postgres-dsn")
 	c.register(fs)
 	l.register(fs)
+	k.registerCompression(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if err := lim.check(); err != nil {
+		return UsageError{err}
+	}
+	if err := k.checkCompression(); err != nil {
 		return UsageError{err}
 	}
 	d, err := p.domain(*entities)
@@ -76,7 +81,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}
-	k := kafkaFlags{brokers: brokers, prefix: "eventlog", partitions: partitions, replication: -1}
+	k.brokers, k.partitions = brokers, partitions
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg,
@@ -128,9 +133,10 @@ Try it from another terminal:
   %[1]s get example <the id it printed>
   curl '%[2]s/v1/read-models/example?foo="bar"'
 
-Or with kcat, any Kafka client:
-  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$(cat /proc/sys/kernel/random/uuid)'","data":{"foo":"bar"}}' \
-    | kcat -P -b %[3]s -t eventlog.commands
+Or with kcat, any Kafka client (commands keyed by entity id):
+  id=$(cat /proc/sys/kernel/random/uuid)
+  echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$id'","data":{"foo":"bar"}}' \
+    | kcat -P -b %[3]s -t eventlog.commands -k $id
   kcat -C -b %[3]s -t eventlog.command-results -e
   kcat -C -b %[3]s -t eventlog.events.example -e -f '%%k %%h %%s\n'
 `, self, api, brokerAddr)

@@ -200,6 +200,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"migrate", "-postgres-dsn", "postgres://u@127.0.0.1:1/x"}, 1, "server unreachable"},
 		{[]string{"writer", "-postgres-dsn", "::nonsense::", "-http-addr", "127.0.0.1:0"}, 1, "invalid DSN"},
 		{[]string{"dev", "-cipher-key", "abc"}, 2, "64 hex digits"},
+		{[]string{"dev", "-kafka-compression", "brotli"}, 2, `-kafka-compression: kafka: unknown compression codec "brotli": choose none, gzip, snappy, lz4, zstd`},
+		{[]string{"send", "-kafka-compression", "snapy"}, 2, `unknown compression codec "snapy"`},
 	}
 	for _, c := range cases {
 		out, err := run(t, c.args...)

@@ -144,9 +144,13 @@ func (s *kafkaSecurity) sasl() (sasl.Mechanism, error) {
 }
 
 // clientOptions are the connection options of every Kafka client a command
-// builds: the seed brokers and the transport security. check must have run.
+// builds: the seed brokers, the transport security and the producers'
+// compression. check (or checkCompression) must have run.
 func (k *kafkaFlags) clientOptions(extra ...kgo.Opt) []kgo.Opt {
 	opts := append([]kgo.Opt{kgo.SeedBrokers(k.brokers...)}, k.sec.opts...)
+	if k.compress != nil {
+		opts = append(opts, k.compress)
+	}
 	return append(opts, extra...)
 }
 

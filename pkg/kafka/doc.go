@@ -121,6 +121,17 @@
 // command id of each result (ResultCommandID) and decodes the results that are
 // waited for.
 //
+// # Compression
+//
+// ProducerCompression is the option that chooses the codec of the record
+// batches a producer sends (none, gzip, snappy, lz4, zstd); consumers
+// decompress them, so every consumer of a topic must read the codec. The
+// default, DefaultCompression, is none, which every Kafka client reads with
+// no plugin (franz-go's own default is snappy, which kafkajs, for one, reads
+// only with a codec package). It changes neither the records' values nor
+// their headers: compression of event states in the store is the mapper's
+// (events.WithCompression) and shows in the codec header.
+//
 // # Logging
 //
 // NewLogger bridges franz-go's logs to log/slog. Relays, consumers and the

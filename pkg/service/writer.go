@@ -48,7 +48,9 @@ func (b Backend) Ready(ctx context.Context) error {
 
 // Kafka says how to reach Kafka.
 type Kafka struct {
-	// ClientOptions connect a client: seed brokers, TLS, SASL, logger.
+	// ClientOptions connect a client: seed brokers, TLS, SASL, logger; and
+	// kafka.ProducerCompression for the writer's producer (default
+	// kafka.DefaultCompression).
 	ClientOptions []kgo.Opt
 	Topics        wire.Topics
 	// Partitions and ReplicationFactor of topics created at start (-1: broker default).
@@ -161,7 +163,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	// topic configured for large records (the dead letters of oversized
 	// commands, say) gets them whole.
 	topicLimits := kafka.NewTopicLimits(kafka.KafkaDefaultMaxMessageBytes)
-	clientOpts := append(append([]kgo.Opt{}, cfg.Kafka.ClientOptions...), kafka.RelayClientOptions()...)
+	clientOpts := append(append([]kgo.Opt{kafka.DefaultProducerCompression()}, cfg.Kafka.ClientOptions...), kafka.RelayClientOptions()...)
 	clientOpts = append(clientOpts, topicLimits.ClientOption())
 	w.client, err = kgo.NewClient(clientOpts...)
 	if err != nil {
