@@ -137,10 +137,18 @@ func TestParkedRetrySurvivesSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the read model did not reach the parked state: %v\n%s", err, msg)
 	}
-	parked, err := pg.rec.ListParked(ctx, store.ParkedQuery{})
-	if err != nil || len(parked) != 1 || parked[0].SequenceID != x || parked[0].First != k || parked[0].Count != n-k+1 ||
-		!strings.Contains(parked[0].Reason, "encrypted") {
-		t.Fatalf("parked %+v, %v; want x from %d, %d events, because it is encrypted", parked, err, k, n-k+1)
+	// x's later events are parked as their batches come.
+	msg, err = poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, string, error) {
+		parked, err := pg.rec.ListParked(ctx, store.ParkedQuery{})
+		if err != nil {
+			return false, "", err
+		}
+		ok := len(parked) == 1 && parked[0].SequenceID == x && parked[0].First == k && parked[0].Count == n-k+1 &&
+			strings.Contains(parked[0].Reason, "encrypted")
+		return ok, fmt.Sprintf("parked %+v; want x from %d, %d events, because it is encrypted", parked, k, n-k+1), nil
+	})
+	if err != nil {
+		t.Fatalf("%v: %s", err, msg)
 	}
 
 	// The operator's view, through the CLI.
