@@ -58,16 +58,6 @@ type VersionError struct{ Err error }
 func (e *VersionError) Error() string { return e.Err.Error() }
 func (e *VersionError) Unwrap() error { return e.Err }
 
-// EntityJSON is how an entity is shown: the generic entity with its
-// attributes, an aggregate with its state.
-type EntityJSON struct {
-	Entity     string                     `json:"entity"`
-	ID         uuid.UUID                  `json:"id"`
-	Version    int64                      `json:"version"`
-	Attributes map[string]json.RawMessage `json:"attributes,omitzero"`
-	State      json.RawMessage            `json:"state,omitzero"`
-}
-
 // EventJSON is how a stored event is shown. State is the decoded JSON state.
 type EventJSON struct {
 	NotificationID int64           `json:"notification_id,omitempty"`

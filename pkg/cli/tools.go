@@ -20,6 +20,7 @@ import (
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -254,7 +255,7 @@ func (p Program) Get(ctx context.Context, args []string, env Env) error {
 	if version > 0 {
 		path += "?version=" + strconv.FormatInt(version, 10)
 	}
-	var e httpapi.EntityJSON
+	var e service.EntityView
 	if err := apiGet(ctx, addr, path, &e); err != nil {
 		return err
 	}
