@@ -134,6 +134,18 @@ func GenericDomain(types ...string) *Domain {
 	return d
 }
 
+// domainOf returns d, or without one the generic entity of types, validated:
+// what a service config's Domain and Entities say.
+func domainOf(d *Domain, types []string) (*Domain, error) {
+	if d == nil {
+		if len(types) == 0 {
+			return nil, errors.New("no entity types: name at least one (--entities example)")
+		}
+		d = GenericDomain(types...)
+	}
+	return d, d.Validate()
+}
+
 // fail keeps the first registration error.
 func (d *Domain) fail(err error) error {
 	if d.err == nil {

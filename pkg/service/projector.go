@@ -143,14 +143,8 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 	if cfg.Consumers <= 0 {
 		cfg.Consumers = 1
 	}
-	d := cfg.Domain
-	if d == nil {
-		if len(cfg.Entities) == 0 {
-			return nil, errors.New("no entity types: name at least one (--entities example)")
-		}
-		d = GenericDomain(cfg.Entities...)
-	}
-	if err := d.Validate(); err != nil {
+	d, err := domainOf(cfg.Domain, cfg.Entities)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.NoDomainModels {

@@ -119,14 +119,8 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	if cfg.Group == "" {
 		cfg.Group = "eventlog-writer"
 	}
-	d := cfg.Domain
-	if d == nil {
-		if len(cfg.Entities) == 0 {
-			return nil, errors.New("no entity types: name at least one (--entities example)")
-		}
-		d = GenericDomain(cfg.Entities...)
-	}
-	if err := d.Validate(); err != nil {
+	d, err := domainOf(cfg.Domain, cfg.Entities)
+	if err != nil {
 		return nil, err
 	}
 	if err := cfg.Kafka.Topics.Validate(); err != nil {
