@@ -121,6 +121,23 @@ type want struct {
 	created []uuid.UUID
 }
 
+// newModel makes the model's tables in rec and a runner of it.
+func newModel(t *testing.T, rec recorder, opts sqlmodel.Options, m sqlmodel.Model, mapper *events.Mapper, poison projection.PoisonAction) (*sqlmodel.ReadModel, *projection.Runner) {
+	t.Helper()
+	rm, err := sqlmodel.New(m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rm.Migrate(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	r, err := projection.NewRunner(rec, projection.Config{Name: rm.Name(), Policy: rm, Mapper: mapper, Source: rec, Poison: poison})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rm, r
+}
+
 // fullLog returns the whole notification log of rec once it holds every
 // event of entities. A PostgreSQL log shows only what no transaction still
 // open (anywhere on the server) can precede, so a read may stop short for a
@@ -276,17 +293,7 @@ func TestModelRebuild(t *testing.T) {
 			mapper := projtest.NewMapper(t)
 			ents := projtest.History(t, rng, mapper, rec, 30, 300)
 
-			rm, err := sqlmodel.New(counts(1), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rm.Migrate(ctx, rec); err != nil {
-				t.Fatal(err)
-			}
-			r, err := projection.NewRunner(rec, projection.Config{Name: rm.Name(), Policy: rm, Mapper: mapper, Source: rec, Poison: projection.PoisonStop})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rm, r := newModel(t, rec, opts, counts(1), mapper, projection.PoisonStop)
 			c := projtest.Consumer{T: t, Rng: rng, Handler: r, Name: rm.Name(), MaxBatch: 20}
 			first := fullLog(t, rec, ents)
 			c.Run(projtest.Publish(rng, entityLog(first), 3, 0))
@@ -384,17 +391,7 @@ func TestRebuildSendsWhatTheLiveProjectionSkips(t *testing.T) {
 			mapper := projtest.NewMapper(t)
 			ents := projtest.History(t, rng, mapper, rec, 20, 100)
 			first := entityLog(fullLog(t, rec, ents))
-			rm, err := sqlmodel.New(counts(1), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rm.Migrate(ctx, rec); err != nil {
-				t.Fatal(err)
-			}
-			r, err := projection.NewRunner(rec, projection.Config{Name: rm.Name(), Policy: rm, Mapper: mapper, Source: rec, Poison: projection.PoisonStop})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rm, r := newModel(t, rec, opts, counts(1), mapper, projection.PoisonStop)
 			// The live projection has applied the first history when the
 			// rebuild runs, and the second (new entities among them) after
 			// it: the rebuild must send the second's commands.
@@ -447,17 +444,7 @@ func TestModelParkingAndRebuild(t *testing.T) {
 				}
 				return apply(ctx, tx, items)
 			}
-			rm, err := sqlmodel.New(m, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rm.Migrate(ctx, rec); err != nil {
-				t.Fatal(err)
-			}
-			r, err := projection.NewRunner(rec, projection.Config{Name: rm.Name(), Policy: rm, Mapper: mapper, Source: rec})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rm, r := newModel(t, rec, opts, m, mapper, projection.PoisonPark)
 			c := projtest.Consumer{T: t, Rng: rng, Handler: r, Name: rm.Name(), MaxBatch: 10}
 			c.Run(projtest.Publish(rng, log, 3, 0))
 			table := rm.NewReader(q, b.dialect).Table("counts")
