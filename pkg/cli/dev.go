@@ -33,6 +33,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	var (
 		dataDir, brokerAddr, httpAddr, dsn, schema string
 		partitions                                 int
+		relayTx                                    bool
 		entities                                   = config.List{"example"}
 		c                                          codecFlags
 		l                                          logFlags
@@ -44,6 +45,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&schema, "postgres-schema", "public", "PostgreSQL schema, with -postgres-dsn")
 	fs.IntVar(&partitions, "partitions", 4, "partitions of each topic")
 	fs.Var(&entities, "entities", "entity types, comma-separated")
+	fs.BoolVar(&relayTx, "relay-transactions", true, relayTxUsage)
 	fs.Secret("postgres-dsn")
 	c.register(fs)
 	l.register(fs)
@@ -74,6 +76,7 @@ func runDev(ctx context.Context, args []string, env Env) error {
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, MapperOptions: mopts, Log: log, Metrics: reg,
+		RelayAtLeastOnce: !relayTx,
 	})
 	if err != nil {
 		return err

@@ -315,7 +315,9 @@ func Tail(ctx context.Context, args []string, env Env) error {
 	if err := k.ping(ctx); err != nil {
 		return err
 	}
-	opts := k.clientOptions(kgo.MetadataMinAge(time.Second))
+	// read_committed: the relay publishes in transactions; records of
+	// aborted ones are not events.
+	opts := k.clientOptions(kgo.MetadataMinAge(time.Second), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if ent != "" {
 		opts = append(opts, kgo.ConsumeTopics(topics.Events(ent)))
 	} else {

@@ -21,6 +21,9 @@ func Writer(ctx context.Context, args []string, env Env) error {
 	return stopped(ctx, runWriter(ctx, args, env))
 }
 
+// relayTxUsage is the usage of -relay-transactions.
+const relayTxUsage = "publish the store's log in Kafka transactions (read_committed consumers see each event once); false: at least once, for brokers that refuse transactions"
+
 func runWriter(ctx context.Context, args []string, env Env) error {
 	fs := config.New("writer", "Consume commands from Kafka, store their events, publish them, and serve entities over HTTP.", env.Stderr)
 	var (
@@ -32,6 +35,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 		httpAddr string
 		group    string
 		noRelay  bool
+		relayTx  bool
 		cache    int
 		snapN    int64
 		maxCmd   int
@@ -46,6 +50,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (entities, commands, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-writer", "Kafka consumer group of the writers")
 	fs.BoolVar(&noRelay, "no-relay", false, "do not run the relay here (another process publishes the store's log)")
+	fs.BoolVar(&relayTx, "relay-transactions", true, relayTxUsage)
 	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
 	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
 	fs.IntVar(&maxCmd, "max-command-bytes", wire.MaxCommandSize, "largest command envelope accepted; larger records go to the dead letters")
@@ -87,7 +92,7 @@ func runWriter(ctx context.Context, args []string, env Env) error {
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Entities: entities, Group: group, MapperOptions: mopts,
 		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: maxCmd, EntityLimits: limits,
-		SessionTimeout: gf.session,
+		SessionTimeout: gf.session, RelayAtLeastOnce: !relayTx,
 	})
 	if err != nil {
 		return err

@@ -10,8 +10,8 @@ import (
 
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/kafka"
-	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/store/memory"
+	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
