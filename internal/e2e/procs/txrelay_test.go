@@ -2,15 +2,19 @@ package procs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
@@ -62,6 +66,9 @@ func TestRelaySIGKILL(t *testing.T) {
 // killReport is what a run of relayKillTest found.
 type killReport struct {
 	kills, busyKills int
+	// how the kills came: in start-up, at a random instant of publishing,
+	// at a produce request, at an EndTxn commit then applied, or dropped.
+	startup, random, atProduce, atCommitApplied, atCommitDropped int
 	// Of the events topic read read_committed: extra copies of an (entity,
 	// position), stored ones missing, and records of an entity that came
 	// before one of a lower position.
@@ -96,20 +103,21 @@ func relayKillTest(t *testing.T, transactional bool, kills, n int) killReport {
 		items[k] = store.SequencedItem{SequenceID: ids[e], Position: pos, Topic: topic, Codec: events.CodecJSON,
 			State: fmt.Appendf(nil, `{"entity":%d,"position":%d}`, e, pos)}
 	}
-	// Each life starts with a share of the events being appended at about
-	// 4,000 a second, behind the shares before it: a backlog from the dead
-	// time before it, then a trickle.
+	// Each life starts with a share of the events being appended over about
+	// 400ms, behind the shares before it: a backlog from the dead time
+	// before it, then a flow.
 	shares := make(chan []store.SequencedItem, kills)
 	inserted := make(chan error, 1)
 	go func() {
 		const batch = 50
 		for share := range shares {
+			pause := 400 * time.Millisecond * batch / time.Duration(max(len(share), 1))
 			for i := 0; i < len(share); i += batch {
 				if _, err := pg.rec.InsertEvents(ctx, share[i:min(i+batch, len(share))]); err != nil {
 					inserted <- err
 					return
 				}
-				if !sleepCtx(ctx, batch*time.Second/4000) {
+				if !sleepCtx(ctx, pause) {
 					inserted <- ctx.Err()
 					return
 				}
@@ -134,20 +142,28 @@ func relayKillTest(t *testing.T, transactional bool, kills, n int) killReport {
 		}
 		return sum
 	}
+	// Some kills are fired by the broker itself, when a request of the
+	// relay's reaches it: the k-th produce request of a life (the
+	// transaction is open, some of its records are written), or the
+	// EndTxn commit (which the broker then applies, or drops with the
+	// connection: the relay dies before it learns the outcome).
+	trap := newKillTrap(b)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	rep := killReport{kills: kills}
 	for life := range kills {
 		shares <- items[life*n/kills : (life+1)*n/kills]
 		before := published()
 		p := ps.start(fmt.Sprintf("life-%03d", life), args(strconv.Itoa(life))...)
-		// One life in five is killed during start-up; the others once
-		// their relay has produced something, after a random further
-		// delay, so that most kills land in the middle of a transaction
-		// (or, at least once, between a publish and its checkpoint).
-		var d time.Duration
-		if rng.IntN(5) == 0 {
-			d = time.Duration(rng.IntN(400)) * time.Millisecond
-		} else {
+		switch mode := rng.IntN(10); {
+		case mode < 2: // during start-up
+			rep.startup++
+			d := time.Duration(rng.IntN(400)) * time.Millisecond
+			select {
+			case <-time.After(time.Until(p.started.Add(d))):
+			case <-p.done:
+				t.Fatalf("life %d exited by itself: %v\n%s", life, p.waitErr, p.tail(30))
+			}
+		case mode < 5: // at a random instant once it publishes
 			for published() == before && time.Since(p.started) < 30*time.Second && !p.exited() {
 				time.Sleep(2 * time.Millisecond)
 			}
@@ -155,12 +171,36 @@ func relayKillTest(t *testing.T, transactional bool, kills, n int) killReport {
 				t.Fatalf("life %d published nothing in 30s\n%s", life, p.tail(30))
 			}
 			rep.busyKills++
-			d = time.Since(p.started) + time.Duration(rng.IntN(200))*time.Millisecond
-		}
-		select {
-		case <-time.After(time.Until(p.started.Add(d))):
-		case <-p.done:
-			t.Fatalf("life %d exited by itself: %v\n%s", life, p.waitErr, p.tail(30))
+			rep.random++
+			select {
+			case <-time.After(time.Duration(rng.IntN(150)) * time.Millisecond):
+			case <-p.done:
+				t.Fatalf("life %d exited by itself: %v\n%s", life, p.waitErr, p.tail(30))
+			}
+		default: // at one of its requests
+			key, apply := kmsg.Produce, true
+			if mode >= 8 && transactional {
+				key, apply = kmsg.EndTxn, rng.IntN(2) == 0
+			}
+			trap.arm(p, key, 1+rng.IntN(8), apply)
+			select {
+			case <-p.done:
+				if !trap.fired() {
+					t.Fatalf("life %d exited by itself: %v\n%s", life, p.waitErr, p.tail(30))
+				}
+				rep.busyKills++
+				switch {
+				case key == kmsg.Produce:
+					rep.atProduce++
+				case apply:
+					rep.atCommitApplied++
+				default:
+					rep.atCommitDropped++
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("life %d: the broker saw no %s request in 30s\n%s", life, key.Name(), p.tail(30))
+			}
+			trap.disarm()
 		}
 		p.kill()
 	}
@@ -225,8 +265,9 @@ func relayKillTest(t *testing.T, transactional bool, kills, n int) killReport {
 	if transactional {
 		mode = "transactional"
 	}
-	t.Logf("%s: %d events, %d kills (%d while the relay was publishing); read_committed: %d records, %d duplicates, %d gaps, %d out of order; "+
-		"read_uncommitted: %d more records (of aborted transactions)", mode, len(items), rep.kills, rep.busyKills,
+	t.Logf("%s: %d events, %d kills (%d in start-up, %d at a random instant of publishing, %d at a produce request, %d at a commit then applied, %d at a commit dropped); "+
+		"read_committed: %d records, %d duplicates, %d gaps, %d out of order; read_uncommitted: %d more records (of aborted transactions)",
+		mode, len(items), rep.kills, rep.startup, rep.random, rep.atProduce, rep.atCommitApplied, rep.atCommitDropped,
 		len(committed), rep.dups, rep.gaps, rep.misordered, rep.aborted)
 	return rep
 }
@@ -272,6 +313,64 @@ func readEvents(t testing.TB, ctx context.Context, addr string, iso kgo.Isolatio
 		})
 	}
 	return out
+}
+
+// killTrap SIGKILLs a child process from the broker's loop when a request of
+// a given kind reaches the broker (kfake's ControlKey).
+type killTrap struct {
+	mu        sync.Mutex
+	p         *proc
+	key       kmsg.Key
+	countdown int
+	apply     bool
+	hit       bool
+}
+
+func newKillTrap(b *broker) *killTrap {
+	k := &killTrap{}
+	for _, key := range []kmsg.Key{kmsg.Produce, kmsg.EndTxn} {
+		b.c.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			b.c.KeepControl()
+			k.mu.Lock()
+			defer k.mu.Unlock()
+			if k.p == nil || k.hit || k.key != key {
+				return nil, nil, false
+			}
+			if e, ok := req.(*kmsg.EndTxnRequest); ok && !e.Commit {
+				return nil, nil, false
+			}
+			if k.countdown--; k.countdown > 0 {
+				return nil, nil, false
+			}
+			k.hit = true
+			_ = k.p.cmd.Process.Signal(syscall.SIGKILL)
+			if k.apply {
+				return nil, nil, false // the broker handles it for the dead client
+			}
+			return nil, errors.New("killed"), true // the broker closes the connection
+		})
+	}
+	return k
+}
+
+// arm makes the n-th request of kind key kill p; apply says whether the
+// broker then handles that request.
+func (k *killTrap) arm(p *proc, key kmsg.Key, n int, apply bool) {
+	k.mu.Lock()
+	k.p, k.key, k.countdown, k.apply, k.hit = p, key, n, apply, false
+	k.mu.Unlock()
+}
+
+func (k *killTrap) disarm() {
+	k.mu.Lock()
+	k.p = nil
+	k.mu.Unlock()
+}
+
+func (k *killTrap) fired() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.hit
 }
 
 // sleepCtx waits for d or ctx, and reports whether d passed.
