@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,23 +46,44 @@ func BenchmarkRelay(b *testing.B) {
 }
 
 // BenchmarkRelayLatency measures one event at a time: from its commit until
-// the broker has acknowledged it (RelayStats.LastPublishedID).
+// the broker has acknowledged it (RelayStats.LastPublishedID; in
+// transactional mode, committed it).
 //
 //	go test -run '^$' -bench RelayLatency -benchtime 500x ./pkg/kafka/
 func BenchmarkRelayLatency(b *testing.B) {
-	c := newCluster(b, 6, "example")
-	rec := memory.New()
-	r := newRelay(b, newRelayClient(b, c), rec, kafka.RelayConfig{})
-	runRelay(b, r)
-	items := exampleItems("example", 100, b.N)
-	b.ResetTimer()
-	for i := range items {
-		if _, err := rec.InsertEvents(context.Background(), items[i:i+1]); err != nil {
-			b.Fatal(err)
+	for _, transactional := range []bool{false, true} {
+		name := "at-least-once"
+		if transactional {
+			name = "transactional"
 		}
-		for r.Stats().LastPublishedID < int64(i+1) {
-			time.Sleep(50 * time.Microsecond)
-		}
+		b.Run(name, func(b *testing.B) {
+			c := newCluster(b, 6, "example")
+			rec := memory.New()
+			cfg := kafka.RelayConfig{Transactional: transactional}
+			if transactional {
+				cfg = txConfig(b, c, cfg)
+			}
+			r := newRelay(b, newRelayClient(b, c), rec, cfg)
+			runRelay(b, r)
+			waitFor(b, 10*time.Second, "relay active", func() bool { return r.Stats().Active })
+			items := exampleItems("example", 100, b.N)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range items {
+				start := time.Now()
+				if _, err := rec.InsertEvents(context.Background(), items[i:i+1]); err != nil {
+					b.Fatal(err)
+				}
+				for r.Stats().LastPublishedID < int64(i+1) {
+					time.Sleep(50 * time.Microsecond)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
 	}
 }
 
