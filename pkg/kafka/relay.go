@@ -283,9 +283,12 @@ type Relay struct {
 }
 
 // NewRelay returns a relay that reads src and publishes with client. client
-// must use acks from all in-sync replicas and the idempotent producer, and must
-// not use manual flushing (see RelayClientOptions); it may be shared with other
-// producers. The relay does not close it.
+// must use acks from all in-sync replicas and the idempotent producer, must
+// not use manual flushing (see RelayClientOptions) and must not be
+// transactional; it may be shared with other producers. The relay does not
+// close it. In transactional mode the relay publishes with a producer of its
+// own, made from client.Opts() with a transactional id (see the package doc),
+// and uses client for its admin requests and to read its checkpoint back.
 func NewRelay(client *kgo.Client, src RelaySource, cfg RelayConfig) (*Relay, error) {
 	if client == nil || src == nil {
 		return nil, errors.New("kafka: relay: nil client or source")
