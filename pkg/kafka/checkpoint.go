@@ -189,39 +189,9 @@ func (c *checkpointReader) scan(ctx context.Context, leader int32, topicID [16]b
 		found bool
 	)
 	for off := from; off < end; {
-		req := kmsg.NewPtrFetchRequest()
-		req.ReplicaID = -1
-		req.MaxWaitMillis = 100
-		req.MinBytes = 1
-		req.MaxBytes = 4 << 20
-		req.IsolationLevel = 1 // read_committed
-		req.SessionEpoch = -1  // no fetch session
-		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic, rt.TopicID = c.topic, topicID
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.Partition = p
-		rp.FetchOffset = off
-		rp.PartitionMaxBytes = 4 << 20
-		rp.CurrentLeaderEpoch = -1
-		rp.LogStartOffset = -1
-		rp.LastFetchedEpoch = -1
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, c.cl.Broker(int(leader)))
+		fp, next, err := fetchCommitted(ctx, c.cl, leader, c.topic, topicID, p, off)
 		if err != nil {
-			return 0, false, fmt.Errorf("fetch %s/%d at %d: %w", c.topic, p, off, err)
-		}
-		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			return 0, false, fmt.Errorf("fetch %s/%d at %d: %w", c.topic, p, off, err)
-		}
-		if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-			return 0, false, fmt.Errorf("fetch %s/%d at %d: the broker answered for %d topics", c.topic, p, off, len(resp.Topics))
-		}
-		fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
-			Offset: off, IsolationLevel: kgo.ReadCommitted(), Topic: c.topic, Partition: p,
-		}, &resp.Topics[0].Partitions[0], kgo.DefaultDecompressor(), nil)
-		if fp.Err != nil {
-			return 0, false, fmt.Errorf("fetch %s/%d at %d: %w", c.topic, p, off, fp.Err)
+			return 0, false, err
 		}
 		for _, rec := range fp.Records {
 			if string(rec.Key) != c.key {
@@ -239,4 +209,95 @@ func (c *checkpointReader) scan(ctx context.Context, leader int32, topicID [16]b
 		off = next
 	}
 	return last, found, nil
+}
+
+// fetchCommitted fetches partition p of topic from offset off, read_committed,
+// from its leader, without a fetch session. It returns the records and the
+// offset after the last one it processed, records of aborted transactions and
+// transaction markers included.
+func fetchCommitted(ctx context.Context, cl *kgo.Client, leader int32, topic string, topicID [16]byte, p int32, off int64) (kgo.FetchPartition, int64, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 100
+	req.MinBytes = 1
+	req.MaxBytes = 4 << 20
+	req.IsolationLevel = 1 // read_committed
+	req.SessionEpoch = -1  // no fetch session
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, topicID
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = p
+	rp.FetchOffset = off
+	rp.PartitionMaxBytes = 4 << 20
+	rp.CurrentLeaderEpoch = -1
+	rp.LogStartOffset = -1
+	rp.LastFetchedEpoch = -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl.Broker(int(leader)))
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err == nil && (len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1) {
+		err = fmt.Errorf("the broker answered for %d topics", len(resp.Topics))
+	}
+	if err != nil {
+		return kgo.FetchPartition{}, off, fmt.Errorf("fetch %s/%d at %d: %w", topic, p, off, err)
+	}
+	fp, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{
+		Offset: off, IsolationLevel: kgo.ReadCommitted(), Topic: topic, Partition: p,
+	}, &resp.Topics[0].Partitions[0], kgo.DefaultDecompressor(), nil)
+	if fp.Err != nil {
+		return kgo.FetchPartition{}, off, fmt.Errorf("fetch %s/%d at %d: %w", topic, p, off, fp.Err)
+	}
+	return fp, next, nil
+}
+
+// CaughtUp reports whether partition partition of topic holds no record that
+// a read_committed consumer gets at or after offset from and before end: a
+// consumer whose last record is at from-1 has then consumed everything below
+// end. Transaction markers, and the records of aborted transactions, take
+// offsets too, so the partitions a transactional producer (the relay, in
+// transactional mode) writes end with an offset that is no record: the end
+// offset minus the next offset to consume overstates the lag, by one for a
+// caught-up consumer. Lag measures use CaughtUp when that difference is not 0.
+// It reads at most a few fetches from from; a partition with more than that
+// of aborted records after from counts as not caught up.
+func CaughtUp(ctx context.Context, cl *kgo.Client, topic string, partition int32, from, end int64) (bool, error) {
+	if from >= end {
+		return true, nil
+	}
+	md, err := kadm.NewClient(cl).Metadata(ctx, topic)
+	if err != nil {
+		return false, fmt.Errorf("kafka: metadata of %s: %w", topic, err)
+	}
+	td, ok := md.Topics[topic]
+	if !ok || td.Err != nil {
+		return false, fmt.Errorf("kafka: metadata of %s: %v", topic, td.Err)
+	}
+	pd, ok := td.Partitions[partition]
+	if !ok || pd.Err != nil {
+		return false, fmt.Errorf("kafka: metadata of %s/%d: %v", topic, partition, pd.Err)
+	}
+	for off, fetches := from, 0; off < end && fetches < 8; fetches++ {
+		fp, next, err := fetchCommitted(ctx, cl, pd.Leader, topic, [16]byte(td.ID), partition, off)
+		if err != nil {
+			return false, fmt.Errorf("kafka: %w", err)
+		}
+		for _, r := range fp.Records {
+			if r.Offset < end {
+				return false, nil
+			}
+		}
+		if next <= off {
+			// Nothing more to read below the last stable offset: an
+			// open transaction's records, not yet records.
+			return true, nil
+		}
+		off = next
+		if off >= end {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -430,3 +430,62 @@ func TestTxRelaySaysWhenTransactionsAreRefused(t *testing.T) {
 	waitFor(t, 10*time.Second, "relay publishes once allowed", func() bool { return r.Stats().LastPublishedID >= 10 })
 	t.Logf("%s", line)
 }
+
+// CaughtUp sees past transaction markers and aborted records, and not past
+// a record.
+func TestCaughtUp(t *testing.T) {
+	c := newCluster(t, 1, "example")
+	ctx := context.Background()
+	topic := topics.Events("example")
+	p := newClient(t, c, kgo.TransactionalID("tx"))
+	txn := func(commit bool, vals ...string) {
+		t.Helper()
+		if err := p.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vals {
+			if err := p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte(v)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := newClient(t, c)
+	end := func() int64 {
+		t.Helper()
+		ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, _ := ends.Lookup(topic, 0)
+		return o.Offset
+	}
+	check := func(from int64, want bool) {
+		t.Helper()
+		got, err := kafka.CaughtUp(ctx, cl, topic, 0, from, end())
+		if err != nil || got != want {
+			t.Fatalf("CaughtUp(from %d, end %d) = %v, %v; want %v", from, end(), got, err, want)
+		}
+	}
+	txn(true, "a", "b") // offsets 0, 1, marker 2
+	check(2, true)
+	check(1, false)
+	txn(false, "c", "d") // aborted: 3, 4, marker 5
+	check(2, true)
+	txn(true, "e") // 6, marker 7
+	check(2, false)
+	check(7, true)
+	if err := p.BeginTransaction(); err != nil { // open: 8
+		t.Fatal(err)
+	}
+	if err := p.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("f")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	check(7, true) // an open transaction's record is not one yet
+	if err := p.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	check(7, false)
+}
