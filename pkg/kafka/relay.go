@@ -236,7 +236,10 @@ type RelayStats struct {
 	// Active reports whether this relay holds the lock and is publishing.
 	Active bool
 	// Published counts records the broker acknowledged, since the relay was
-	// built. Records re-published after a failure count again.
+	// built. Records re-published after a failure count again. In
+	// transactional mode it counts the records of the transactions the relay
+	// committed, less those of a commit whose answer was lost (the relay
+	// learns from its checkpoint that they committed, not how many).
 	Published int64
 	// DeadLettered counts items the relay sent to the dead letters because it
 	// could not route them (an undecodable outbox item, an entity type that
