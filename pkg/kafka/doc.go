@@ -199,7 +199,10 @@
 // handler's own tracking (TrackingReader), not at the group's committed offset;
 // it commits offsets after each successful batch only so that lag tooling
 // works. It reads with isolation read_committed, so that it sees no record of
-// an aborted transaction of a transactional relay.
+// an aborted transaction of a transactional relay. The offset it commits is
+// its last record's plus one: on a partition that ends with a transaction
+// marker, lag tooling that compares it with the end offset shows 1 (CaughtUp
+// tells a marker from a record).
 //
 // If the handler fails with store.ErrTrackingConflict (a zombie member or a
 // duplicate delivery got there first), the consumer re-reads the tracking of
