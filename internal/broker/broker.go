@@ -6,7 +6,9 @@
 // and single-machine use, not a substitute for a Kafka cluster. With SyncWrites
 // (the default here) every produce is fsynced before it is acknowledged. Its
 // consumer groups are watched (Groups) so that a member that dies or stops
-// at the wrong moment does not leave them hung, as it can in plain kfake.
+// at the wrong moment does not leave them hung, as it can in plain kfake, and
+// a fenced transactional producer's produce is refused before kfake lets it
+// disturb the producer that fenced it (FenceStaleProduces).
 package broker
 
 import (
@@ -102,6 +104,7 @@ func Start(cfg Config) (*Broker, error) {
 		c.Close()
 		return nil, fmt.Errorf("embedded broker: %v", err)
 	}
+	FenceStaleProduces(c)
 	if cfg.Log != nil {
 		cfg.Log.Info("embedded broker listening", "addr", c.ListenAddrs()[0], "data_dir", cfg.DataDir)
 	}

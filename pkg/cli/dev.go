@@ -31,6 +31,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	var (
 		dataDir, brokerAddr, httpAddr, dsn, schema string
 		partitions                                 int
+		relayTx                                    bool
 		c                                          codecFlags
 		l                                          logFlags
 		lim                                        limitFlags
@@ -44,6 +45,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&partitions, "partitions", 4, "partitions of each topic")
 	entities := p.entitiesFlag(fs, "entity types, comma-separated")
 	lim.register(fs)
+	fs.BoolVar(&relayTx, "relay-transactions", true, relayTxUsage)
 	fs.Secret("postgres-dsn")
 	c.register(fs)
 	l.register(fs)
@@ -85,7 +87,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg,
-		MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity,
+		MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity, RelayAtLeastOnce: !relayTx,
 	})
 	if err != nil {
 		return err
@@ -137,8 +139,8 @@ Or with kcat, any Kafka client (commands keyed by entity id):
   id=$(cat /proc/sys/kernel/random/uuid)
   echo '{"command_id":"'$(cat /proc/sys/kernel/random/uuid)'","type":"create","entity":"example","entity_id":"'$id'","data":{"foo":"bar"}}' \
     | kcat -P -b %[3]s -t eventlog.commands -k $id
-  kcat -C -b %[3]s -t eventlog.command-results -e
-  kcat -C -b %[3]s -t eventlog.events.example -e -f '%%k %%h %%s\n'
+  kcat -C -b %[3]s -t eventlog.command-results -e -X isolation.level=read_committed
+  kcat -C -b %[3]s -t eventlog.events.example -e -X isolation.level=read_committed -f '%%k %%h %%s\n'
 `, self, api, brokerAddr)
 	} else {
 		fmt.Fprintf(&b, `

@@ -339,7 +339,9 @@ func (p Program) Tail(ctx context.Context, args []string, env Env) error {
 	if err := k.ping(ctx); err != nil {
 		return err
 	}
-	opts := k.clientOptions(kgo.MetadataMinAge(time.Second))
+	// read_committed: the relay publishes in transactions; records of
+	// aborted ones are not events.
+	opts := k.clientOptions(kgo.MetadataMinAge(time.Second), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if ent != "" {
 		opts = append(opts, kgo.ConsumeTopics(topics.Events(ent)))
 	} else {

@@ -19,6 +19,9 @@ func (p Program) Writer(ctx context.Context, args []string, env Env) error {
 	return stopped(ctx, p.runWriter(ctx, args, env))
 }
 
+// relayTxUsage is the usage of -relay-transactions.
+const relayTxUsage = "publish the store's log in Kafka transactions (read_committed consumers see each event once); false: at least once, for brokers that refuse transactions"
+
 func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	fs := config.New(p.name("writer"), "Consume commands from Kafka, store their events, publish them, and serve entities over HTTP.", env.Stderr)
 	var (
@@ -29,6 +32,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 		httpAddr string
 		group    string
 		noRelay  bool
+		relayTx  bool
 		cache    int
 		snapN    int64
 		lim      limitFlags
@@ -42,6 +46,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (entities, commands, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-writer", "Kafka consumer group of the writers")
 	fs.BoolVar(&noRelay, "no-relay", false, "do not run the relay here (another process publishes the store's log)")
+	fs.BoolVar(&relayTx, "relay-transactions", true, relayTxUsage)
 	fs.IntVar(&cache, "cache-size", 0, "aggregates kept in memory (0: the default)")
 	fs.Int64Var(&snapN, "snapshot-every", 0, "store a snapshot after this many events replayed (0: never)")
 	lim.register(fs)
@@ -82,7 +87,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Domain: d, Group: group, MapperOptions: mopts,
 		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity,
-		SessionTimeout: gf.session,
+		SessionTimeout: gf.session, RelayAtLeastOnce: !relayTx,
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package kafka_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,8 +11,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/store/memory"
+	"github.com/eventlog/eventlog/pkg/store/postgres"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -67,23 +71,44 @@ func (h *batchBytes) OnProduceBatchWritten(_ kgo.BrokerMetadata, _ string, _ int
 }
 
 // BenchmarkRelayLatency measures one event at a time: from its commit until
-// the broker has acknowledged it (RelayStats.LastPublishedID).
+// the broker has acknowledged it (RelayStats.LastPublishedID; in
+// transactional mode, committed it).
 //
 //	go test -run '^$' -bench RelayLatency -benchtime 500x ./pkg/kafka/
 func BenchmarkRelayLatency(b *testing.B) {
-	c := newCluster(b, 6, "example")
-	rec := memory.New()
-	r := newRelay(b, newRelayClient(b, c), rec, kafka.RelayConfig{})
-	runRelay(b, r)
-	items := exampleItems("example", 100, b.N)
-	b.ResetTimer()
-	for i := range items {
-		if _, err := rec.InsertEvents(context.Background(), items[i:i+1]); err != nil {
-			b.Fatal(err)
+	for _, transactional := range []bool{false, true} {
+		name := "at-least-once"
+		if transactional {
+			name = "transactional"
 		}
-		for r.Stats().LastPublishedID < int64(i+1) {
-			time.Sleep(50 * time.Microsecond)
-		}
+		b.Run(name, func(b *testing.B) {
+			c := newCluster(b, 6, "example")
+			rec := memory.New()
+			cfg := kafka.RelayConfig{Transactional: transactional}
+			if transactional {
+				cfg = txConfig(b, c, cfg)
+			}
+			r := newRelay(b, newRelayClient(b, c), rec, cfg)
+			runRelay(b, r)
+			waitFor(b, 10*time.Second, "relay active", func() bool { return r.Stats().Active })
+			items := exampleItems("example", 100, b.N)
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := range items {
+				start := time.Now()
+				if _, err := rec.InsertEvents(context.Background(), items[i:i+1]); err != nil {
+					b.Fatal(err)
+				}
+				for r.Stats().LastPublishedID < int64(i+1) {
+					time.Sleep(50 * time.Microsecond)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
 	}
 }
 
@@ -126,4 +151,60 @@ func BenchmarkResultCommandID(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkRelayPostgres measures the relay from the PostgreSQL recorder to an
+// in-process kfake broker in both modes, over one store: b.N events of 1,000
+// entities, ~100-byte JSON states, stored beforehand; then, in turn, an
+// at-least-once relay and a transactional one (each with a checkpoint of its
+// own and a broker of its own) publish the whole log, twice each,
+// alternating, and the best run of each counts. The clock runs from Run
+// until the relay reports every event published (acknowledged, or
+// committed). It reports both rates and their ratio (transactional over
+// at-least-once). It needs EVENTLOG_TEST_POSTGRES_DSN.
+//
+//	go test -run '^$' -bench RelayPostgres -benchtime 200000x ./pkg/kafka/
+func BenchmarkRelayPostgres(b *testing.B) {
+	ctx := context.Background()
+	rec, err := postgres.New(ctx, pgtest.Pool(b), postgres.Options{Schema: pgtest.Schema(b), Migrate: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { rec.Close() })
+	items := exampleItems("example", 1000, b.N)
+	for i := 0; i < len(items); i += 1000 {
+		if _, err := rec.InsertEvents(ctx, items[i:min(i+1000, len(items))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	last, err := rec.MaxNotificationID(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := func(name string, transactional bool) float64 {
+		c := newCluster(b, 6, "example")
+		cfg := kafka.RelayConfig{Name: name, Transactional: transactional}
+		if transactional {
+			cfg = txConfig(b, c, cfg)
+		}
+		r := newRelay(b, newRelayClient(b, c), rec, cfg)
+		start := time.Now()
+		stop := runRelay(b, r)
+		for r.Stats().LastPublishedID < last {
+			time.Sleep(time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		stop()
+		return float64(b.N) / elapsed.Seconds()
+	}
+	b.ResetTimer()
+	var alo, tx float64
+	for round := range 2 {
+		alo = max(alo, run(fmt.Sprintf("alo%d", round), false))
+		tx = max(tx, run(fmt.Sprintf("tx%d", round), true))
+	}
+	b.StopTimer()
+	b.ReportMetric(alo, "at-least-once-events/s")
+	b.ReportMetric(tx, "transactional-events/s")
+	b.ReportMetric(tx/alo, "ratio")
 }

@@ -22,6 +22,7 @@ const (
 	logKeyAttempt    = "attempt"
 	logKeyOffset     = "offset"
 	logKeyPages      = "pages"
+	logKeyTxnID      = "transactional_id"
 )
 
 // NewLogger returns a kgo.Logger that writes franz-go's logs to l (through

@@ -42,12 +42,44 @@ type RelayConfig struct {
 	// advisory lock, for example).
 	Locker Locker
 
+	// Transactional publishes each batch of the log in one Kafka
+	// transaction, together with the relay's checkpoint (a record on
+	// CheckpointTopic), so that a read_committed consumer sees every item
+	// exactly once, and a relay resumes from the checkpoint committed in
+	// Kafka (see the package doc, "Transactions"). The default, false, is
+	// the at-least-once mode: no transactions, the checkpoint in the store.
+	Transactional bool
+	// TransactionalID is the transactional.id of the relay's producer in
+	// transactional mode; every relay of one store must use the same one,
+	// and relays of different stores different ones. Default
+	// "<prefix>.relay.<Name>.<store id>", where the store id is a random
+	// number the first transactional relay keeps in the store (a tracking
+	// record named Name, topic StoreIDTrackingTopic), so that the default is
+	// the same for every relay of the store, on any host, and a new store
+	// gets a new one.
+	TransactionalID string
+	// CheckpointTopic receives the relay's checkpoint records in
+	// transactional mode: key the transactional id, value the last
+	// published notification id in decimal. Default
+	// "<prefix>.relay-checkpoints". With Admin the relay creates it (one
+	// partition, cleanup.policy=compact, TopicReplicationFactor); without,
+	// it must exist.
+	CheckpointTopic string
+	// TransactionTimeout is the transaction.timeout.ms the relay's producer
+	// asks for: the broker aborts a transaction of a relay that died after
+	// this long, unless another relay of the store has started first (which
+	// aborts it at once). Until then read_committed consumers of the
+	// partitions it wrote wait. It must not exceed the broker's
+	// transaction.max.timeout.ms (15 minutes by default). Default 10s.
+	TransactionTimeout time.Duration
+
 	// PageSize is how many notifications one read of the log returns at most.
 	// Default 1000.
 	PageSize int
 	// MaxInFlightPages is how many pages may be produced and not yet fully
 	// acknowledged at once. Default 8. 1 publishes a page, waits for every
-	// acknowledgement, and only then reads the next page.
+	// acknowledgement, and only then reads the next page. In transactional
+	// mode it is how many pages one transaction holds at most.
 	MaxInFlightPages int
 	// PollInterval is how often the relay reads the log when it is caught up
 	// and the source is not a store.Notifier. Default 50ms.
@@ -65,6 +97,8 @@ type RelayConfig struct {
 	// covers, busy or idle; and once more when the relay stops or rewinds.
 	// A checkpoint lost in a crash only makes the relay publish again what it
 	// had published since the last one (see the package doc). Default 100ms.
+	// In transactional mode it bounds how often the store's copy of the
+	// checkpoint (a hint, for visibility) is written.
 	CheckpointInterval time.Duration
 	// LockRetryInterval is how often a standby relay tries the lock. Default
 	// 500ms; at most 1s.
@@ -132,6 +166,10 @@ func (c *RelayConfig) setDefaults() {
 	def(&c.MaxBackoff, 5*time.Second)
 	def(&c.DrainTimeout, 10*time.Second)
 	def(&c.StatsInterval, time.Second)
+	def(&c.TransactionTimeout, 10*time.Second)
+	if c.CheckpointTopic == "" {
+		c.CheckpointTopic = c.Topics.Prefix + ".relay-checkpoints"
+	}
 	if c.TopicPartitions == 0 {
 		c.TopicPartitions = -1
 	}
@@ -159,6 +197,10 @@ func (c *RelayConfig) Validate() error {
 		return fmt.Errorf("kafka: relay: invalid UnroutedTopic %q", cc.UnroutedTopic)
 	case cc.TopicLimits != nil && cc.Admin == nil:
 		return errors.New("kafka: relay: TopicLimits needs Admin to learn the limits")
+	case cc.Transactional && !ValidTopicName(cc.CheckpointTopic):
+		return fmt.Errorf("kafka: relay: invalid CheckpointTopic %q", cc.CheckpointTopic)
+	case cc.Transactional && cc.TransactionTimeout < time.Second:
+		return fmt.Errorf("kafka: relay: TransactionTimeout %s is less than 1s", cc.TransactionTimeout)
 	}
 	return cc.Topics.Validate()
 }
@@ -194,7 +236,10 @@ type RelayStats struct {
 	// Active reports whether this relay holds the lock and is publishing.
 	Active bool
 	// Published counts records the broker acknowledged, since the relay was
-	// built. Records re-published after a failure count again.
+	// built. Records re-published after a failure count again. In
+	// transactional mode it counts the records of the transactions the relay
+	// committed, less those of a commit whose answer was lost (the relay
+	// learns from its checkpoint that they committed, not how many).
 	Published int64
 	// DeadLettered counts items the relay sent to the dead letters because it
 	// could not route them (an undecodable outbox item, an entity type that
@@ -206,10 +251,18 @@ type RelayStats struct {
 	// Failures counts failed reads of the log, failed publishes and failed
 	// checkpoints.
 	Failures int64
+	// Transactions counts the transactions the relay committed, and Aborted
+	// those it aborted (transactional mode).
+	Transactions, Aborted int64
+	// Fenced counts the times the broker fenced the relay's producer: another
+	// producer with its transactional id started (transactional mode).
+	Fenced int64
 	// LastPublishedID is the greatest notification id such that it and every
-	// item before it has been acknowledged.
+	// item before it has been acknowledged (in transactional mode:
+	// committed).
 	LastPublishedID int64
-	// Checkpoint is the stored checkpoint, as the relay last wrote or read it.
+	// Checkpoint is the stored checkpoint, as the relay last wrote or read it
+	// (in transactional mode: the one committed in Kafka).
 	Checkpoint int64
 	// MaxID is the greatest notification id the relay has seen in the log.
 	MaxID int64
@@ -233,9 +286,12 @@ type Relay struct {
 }
 
 // NewRelay returns a relay that reads src and publishes with client. client
-// must use acks from all in-sync replicas and the idempotent producer, and must
-// not use manual flushing (see RelayClientOptions); it may be shared with other
-// producers. The relay does not close it.
+// must use acks from all in-sync replicas and the idempotent producer, must
+// not use manual flushing (see RelayClientOptions) and must not be
+// transactional; it may be shared with other producers. The relay does not
+// close it. In transactional mode the relay publishes with a producer of its
+// own, made from client.Opts() with a transactional id (see the package doc),
+// and uses client for its admin requests and to read its checkpoint back.
 func NewRelay(client *kgo.Client, src RelaySource, cfg RelayConfig) (*Relay, error) {
 	if client == nil || src == nil {
 		return nil, errors.New("kafka: relay: nil client or source")
@@ -312,7 +368,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.log.Info("relay took the lock; publishing")
 			leading, stop := context.WithCancel(held)
 			stopWithRun := context.AfterFunc(ctx, stop)
-			err = r.lead(leading)
+			if r.cfg.Transactional {
+				err = r.leadTx(leading)
+			} else {
+				err = r.lead(leading)
+			}
 			stopWithRun()
 			stop()
 			r.update(func(s *RelayStats) { s.Active = false })
@@ -532,38 +592,9 @@ func (l *leader) publishPage() (int, error) {
 	if len(ns) == 0 {
 		return 0, nil
 	}
-	recs := make([]*kgo.Record, 0, len(ns))
-	var refs []*store.Notification // the item of each of recs, with TopicLimits
-	var bad, skipped int64
-	for i := range ns {
-		rec, kind := r.router.route(&ns[i])
-		switch kind {
-		case routeSkip:
-			skipped++
-			r.log.Warn("relay skipped an item of no entity type", logKeyID, ns[i].ID, logKeyTopic, ns[i].Topic)
-			continue
-		case routeBad:
-			bad++
-			r.log.Error("relay sent an item it cannot route to the dead letters", logKeyID, ns[i].ID, logKeyTopic, ns[i].Topic)
-		}
-		recs = append(recs, rec)
-		if r.cfg.TopicLimits != nil {
-			refs = append(refs, &ns[i])
-		}
-	}
-	if err := l.ensureTopics(recs); err != nil {
-		return 0, fmt.Errorf("create destination topics: %w", err)
-	}
-	if lim := r.cfg.TopicLimits; lim != nil {
-		for i, rec := range recs {
-			if n := size(rec); n > int(lim.BatchMaxBytes(rec.Topic)) {
-				// The dead-letters topic was learned with the others (see ensureTopics).
-				recs[i] = r.router.bad(refs[i], fmt.Errorf("record of about %d bytes for %s is larger than the topic's limit of %d bytes", n, rec.Topic, lim.BatchMaxBytes(rec.Topic)))
-				recs[i].Value = nil
-				bad++
-				r.log.Error("relay sent an item larger than its topic's limit to the dead letters", logKeyID, refs[i].ID, logKeyTopic, refs[i].Topic)
-			}
-		}
+	recs, skipped, bad, err := r.records(l.held, l.known, ns)
+	if err != nil {
+		return 0, err
 	}
 	last := ns[len(ns)-1].ID
 	p := newPage(last, len(recs), &l.failed)
@@ -590,18 +621,57 @@ func (l *leader) publishPage() (int, error) {
 	return len(ns), nil
 }
 
-// ensureTopics creates, with Admin, destination topics not seen before, and,
+// records routes ns to their records, in order, and makes sure their topics
+// exist (see ensureTopics; known holds the topics ensured so far). It returns
+// how many items it skipped and how many it sent to the dead letters.
+func (r *Relay) records(ctx context.Context, known map[string]bool, ns []store.Notification) (recs []*kgo.Record, skipped, bad int64, err error) {
+	recs = make([]*kgo.Record, 0, len(ns))
+	var refs []*store.Notification // the item of each of recs, with TopicLimits
+	for i := range ns {
+		rec, kind := r.router.route(&ns[i])
+		switch kind {
+		case routeSkip:
+			skipped++
+			r.log.Warn("relay skipped an item of no entity type", logKeyID, ns[i].ID, logKeyTopic, ns[i].Topic)
+			continue
+		case routeBad:
+			bad++
+			r.log.Error("relay sent an item it cannot route to the dead letters", logKeyID, ns[i].ID, logKeyTopic, ns[i].Topic)
+		}
+		recs = append(recs, rec)
+		if r.cfg.TopicLimits != nil {
+			refs = append(refs, &ns[i])
+		}
+	}
+	if err := r.ensureTopics(ctx, known, recs); err != nil {
+		return nil, 0, 0, fmt.Errorf("create destination topics: %w", err)
+	}
+	if lim := r.cfg.TopicLimits; lim != nil {
+		for i, rec := range recs {
+			if n := size(rec); n > int(lim.BatchMaxBytes(rec.Topic)) {
+				// The dead-letters topic was learned with the others (see ensureTopics).
+				recs[i] = r.router.bad(refs[i], fmt.Errorf("record of about %d bytes for %s is larger than the topic's limit of %d bytes", n, rec.Topic, lim.BatchMaxBytes(rec.Topic)))
+				recs[i].Value = nil
+				bad++
+				r.log.Error("relay sent an item larger than its topic's limit to the dead letters", logKeyID, refs[i].ID, logKeyTopic, refs[i].Topic)
+			}
+		}
+	}
+	return recs, skipped, bad, nil
+}
+
+// ensureTopics creates, with Admin, destination topics not in known, and,
 // with TopicLimits, learns their limits and that of the dead-letters topic
 // (where a record over its topic's limit goes instead).
-func (l *leader) ensureTopics(recs []*kgo.Record) error {
-	adm := l.r.cfg.Admin
+func (r *Relay) ensureTopics(ctx context.Context, known map[string]bool, recs []*kgo.Record) error {
+	adm := r.cfg.Admin
 	if adm == nil {
 		return nil
 	}
 	var missing []string
 	add := func(topic string) {
-		if !l.known[topic] {
-			l.known[topic] = true
+		if !known[topic] {
+			known[topic] = true
 			missing = append(missing, topic)
 		}
 	}
@@ -611,16 +681,16 @@ func (l *leader) ensureTopics(recs []*kgo.Record) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	if l.r.cfg.TopicLimits != nil {
-		add(l.r.cfg.Topics.DeadLetters())
+	if r.cfg.TopicLimits != nil {
+		add(r.cfg.Topics.DeadLetters())
 	}
-	err := EnsureTopics(l.held, adm, missing, l.r.cfg.TopicPartitions, l.r.cfg.TopicReplicationFactor)
-	if err == nil && l.r.cfg.TopicLimits != nil {
-		err = l.r.cfg.TopicLimits.Learn(l.held, adm, missing...)
+	err := EnsureTopics(ctx, adm, missing, r.cfg.TopicPartitions, r.cfg.TopicReplicationFactor)
+	if err == nil && r.cfg.TopicLimits != nil {
+		err = r.cfg.TopicLimits.Learn(ctx, adm, missing...)
 	}
 	if err != nil {
 		for _, t := range missing {
-			delete(l.known, t)
+			delete(known, t)
 		}
 		return err
 	}

@@ -337,6 +337,13 @@ func (p *Projector) measureLag(ctx context.Context) {
 			}
 			l.Position, l.EndOffset = pos, end.Offset
 			l.Lag = max(end.Offset-(pos+1), 0)
+			if l.Lag > 0 {
+				// A partition the relay wrote in a transaction ends with
+				// its marker, which is no record to apply.
+				if done, err := kafka.CaughtUp(ctx, p.client, k.topic, k.part, pos+1, end.Offset); err == nil && done {
+					l.Lag = 0
+				}
+			}
 			if l.Lag == 0 {
 				l.lastMove = now
 				l.LagSeconds = 0

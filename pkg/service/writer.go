@@ -75,8 +75,12 @@ type WriterConfig struct {
 	SnapshotEvery int64
 	// NoRelay turns the relay off (another process runs it).
 	NoRelay bool
-	Log     *slog.Logger
-	Metrics prometheus.Registerer
+	// RelayAtLeastOnce publishes without Kafka transactions, for brokers or
+	// permissions that do not allow them (kafka.RelayConfig.Transactional
+	// false). By default the relay publishes in transactions.
+	RelayAtLeastOnce bool
+	Log              *slog.Logger
+	Metrics          prometheus.Registerer
 	// CommandTimeout bounds POST /v1/commands.
 	CommandTimeout time.Duration
 	// MaxCommandSize bounds an encoded command; larger records are
@@ -180,7 +184,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	if !cfg.NoRelay {
 		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
-			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: topicLimits,
+			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: topicLimits, Transactional: !cfg.RelayAtLeastOnce,
 			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
 		})
 		if err != nil {
