@@ -106,26 +106,37 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	return err
 }
 
-// printBanner says what runs and how to try it.
+// printBanner says what runs and how to try it. Its commands work as
+// printed: they name the broker and HTTP addresses when those are not the
+// tools' defaults.
 func (p Program) printBanner(env Env, d *service.Domain, brokerAddr, httpAddr, dataDir, store string) {
 	host, port, _ := net.SplitHostPort(httpAddr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
 	}
-	api := "http://" + net.JoinHostPort(host, port)
+	hostPort := net.JoinHostPort(host, port)
+	api := "http://" + hostPort
 	self := invocation(p.Name)
+	sendFlags, getFlags := "", ""
+	if brokerAddr != defaultBrokerAddr {
+		sendFlags = " --kafka-brokers " + brokerAddr
+	}
+	if hostPort != defaultHTTPAddr {
+		getFlags = " --http-addr " + hostPort
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `%s is running.
   Kafka broker  %s   (any Kafka client can connect)
   HTTP API      %s
+  console       %s/ui/
   store         %s   (data in %s)
   entity types  %s
-`, p.Name, brokerAddr, api, store, dataDir, strings.Join(d.EntityTypes(), ", "))
+`, p.Name, brokerAddr, api, api, store, dataDir, strings.Join(d.EntityTypes(), ", "))
 	if slices.Contains(d.GenericTypes(), "example") {
 		fmt.Fprintf(&b, `
 Try it from another terminal:
-  %[1]s send --type create --entity example --attr foo=bar
-  %[1]s get example <the id it printed>
+  %[1]s send%[4]s --type create --entity example --attr foo=bar
+  %[1]s get%[5]s example <the id it printed>
   curl '%[2]s/v1/read-models/example?foo="bar"'
 
 Or with kcat, any Kafka client:
@@ -133,16 +144,22 @@ Or with kcat, any Kafka client:
     | kcat -P -b %[3]s -t eventlog.commands
   kcat -C -b %[3]s -t eventlog.command-results -e
   kcat -C -b %[3]s -t eventlog.events.example -e -f '%%k %%h %%s\n'
-`, self, api, brokerAddr)
+`, self, api, brokerAddr, sendFlags, getFlags)
 	} else {
 		fmt.Fprintf(&b, `
 Send a command from another terminal:
-  %s send --entity <type> --type <command> --id <uuid> --data '{...}'
-`, self)
+  %s send%s --entity <type> --type <command> --id <uuid> --data '{...}'
+`, self, sendFlags)
 	}
 	b.WriteString("\nStop with Ctrl-C; data survives a restart.\n")
 	fmt.Fprint(env.Stdout, b.String())
 }
+
+// The addresses the tools (send, get, ...) use when given none.
+const (
+	defaultBrokerAddr = "127.0.0.1:9092"
+	defaultHTTPAddr   = "127.0.0.1:8080"
+)
 
 // invocation returns how to run this program again from the shell that
 // started it: the path it was started by if it has one (./bin/eventlog),
