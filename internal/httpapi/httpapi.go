@@ -89,6 +89,10 @@ type Server struct {
 	Metrics        http.Handler
 	// Extra routes (the projector's read models, for example).
 	Extra func(mux *Mux)
+	// Streams bounds the live streams (see StreamConfig).
+	Streams StreamConfig
+
+	streams streams
 }
 
 // Handler returns the routes.
@@ -105,6 +109,8 @@ func (s *Server) Handler() http.Handler {
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}", s.getEntity)
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}/events", s.getEvents)
 		mux.HandleFunc("GET /v1/notifications", s.getNotifications)
+		mux.HandleFunc("GET /v1/notifications/stream", s.streamNotifications)
+		mux.HandleFunc("GET /v1/entities/{entity}/{id}/stream", s.streamEntity)
 	}
 	if s.Commands != nil {
 		mux.HandleFunc("POST /v1/commands", s.postCommand)
