@@ -91,6 +91,8 @@ type Server struct {
 	Extra func(mux *Mux)
 	// Streams bounds the live streams (see StreamConfig).
 	Streams StreamConfig
+	// Info says what the service serves (GET /v1/info).
+	Info Info
 
 	streams streams
 }
@@ -105,6 +107,8 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.Metrics)
 	}
+	mux.HandleFunc("GET /v1/info", s.info)
+	consoleRoutes(mux)
 	if s.Entities != nil {
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}", s.getEntity)
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}/events", s.getEvents)
