@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // Log keys of this package.
@@ -34,11 +35,14 @@ func NewLogger(l *slog.Logger) kgo.Logger {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	return kgoLogger{l}
+	return kgoLogger{l: l, k: kslog.New(l)}
 }
 
 // kgoLogger is franz-go's slog plug-in (kslog), with info demoted to debug.
-type kgoLogger struct{ l *slog.Logger }
+type kgoLogger struct {
+	l *slog.Logger
+	k *kslog.Logger
+}
 
 // Level is the most verbose level of franz-go's that l keeps: an info level
 // keeps none of franz-go's info lines, which are debug here.
@@ -56,12 +60,8 @@ func (k kgoLogger) Level() kgo.LogLevel {
 }
 
 func (k kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
-	lv := slog.LevelDebug
-	switch level {
-	case kgo.LogLevelError:
-		lv = slog.LevelError
-	case kgo.LogLevelWarn:
-		lv = slog.LevelWarn
+	if level == kgo.LogLevelInfo {
+		level = kgo.LogLevelDebug
 	}
-	k.l.Log(context.Background(), lv, msg, keyvals...)
+	k.k.Log(level, msg, keyvals...)
 }
