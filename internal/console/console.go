@@ -84,11 +84,11 @@ func mimeOf(p string) string {
 	return "application/octet-stream"
 }
 
-// ServeHTTP serves GET /ui/<file>; /ui/ and any path without a file
-// extension is the page itself (the console routes in the browser).
+// ServeHTTP serves GET /ui/<file>, and the page itself at /ui/ (the console
+// routes in the browser, after the #).
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, "/ui/")
-	if p == "" || path.Ext(p) == "" {
+	if p == "" {
 		p = "index.html"
 	}
 	f, ok := c.files[p]

@@ -1,11 +1,21 @@
 // Package httpapi serves eventlog's HTTP API (the wire contract's HTTP half):
 // entities rebuilt from their events, the events of one entity, the notification
-// log, commands, and the operational endpoints /healthz, /readyz and /metrics.
+// log, commands, live streams of the log and of one entity (Server-Sent
+// Events, see stream.go), what the service serves (GET /v1/info), the
+// operations console (/ui/, package console), and the operational endpoints
+// /healthz, /readyz and /metrics.
 //
-// Every response is JSON. Errors are {"error": "..."} with a status that says
-// what happened: 400 for bad input, 404 for unknown (and discarded) entities, 410
-// Gone for forgotten entities (crypto-shredded: their data key is deleted), 503
-// when a dependency is down, 504 when a command's result did not come in time.
+// Every response but the streams and the console is JSON. Errors are
+// {"error": "..."} with a status that says what happened: 400 for bad input,
+// 401 without the credentials Auth asks for, 404 for unknown (and discarded)
+// entities, 410 Gone for forgotten entities (crypto-shredded: their data key
+// is deleted), 503 when a dependency is down or too many streams are open,
+// 504 when a command's result did not come in time.
+//
+// Auth guards every route but /healthz, /readyz, /metrics and the console's
+// static files; the mains wrap Server.Handler with it. A stream never
+// buffers more than StreamConfig.Buffer events for its client, and
+// CloseStreams ends them all when the server shuts down.
 package httpapi
 
 import (

@@ -12,7 +12,6 @@
 package browser
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -20,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -82,69 +82,34 @@ func build(t *testing.T, dir string) string {
 	return bin
 }
 
-// dev is a running `eventlog dev`.
-type dev struct {
-	cmd          *exec.Cmd
-	done         chan struct{}
-	banner       string
-	broker, http string // host:port
-	log          *bytes.Buffer
-	mu           *sync.Mutex
+// proc is a running eventlog process.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	mu     sync.Mutex
+	stdout bytes.Buffer
+	stderr bytes.Buffer
 }
 
-var bannerRE = regexp.MustCompile(`Kafka broker\s+(\S+)[\s\S]*HTTP API\s+http://(\S+)`)
-
-// startDev starts bin dev and waits for its banner.
-func startDev(t *testing.T, bin, dataDir, broker, httpAddr string, extra ...string) *dev {
+// startProc starts bin with args; the test stops it when it ends.
+func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	args := append([]string{"dev", "-data-dir", dataDir, "-broker-addr", broker, "-http-addr", httpAddr}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "EVENTLOG_HTTP_TOKEN=", "EVENTLOG_HTTP_BASIC_AUTH_FILE=")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
+	p := &proc{name: args[0], cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), "EVENTLOG_HTTP_TOKEN=", "EVENTLOG_HTTP_BASIC_AUTH_FILE=")
+	p.cmd.Stdout = lockedWriter{&p.mu, &p.stdout}
+	p.cmd.Stderr = lockedWriter{&p.mu, &p.stderr}
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &dev{cmd: cmd, done: make(chan struct{}), log: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	cmd.Stderr = lockedWriter{d.mu, d.log}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("--- %s %v:\n%s", p.name, args, p.logs())
 		}
-		close(lines)
-	}()
-	go func() { _ = cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() { d.stop(t) })
-	var banner strings.Builder
-	deadline := time.After(60 * time.Second)
-	for {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("dev exited before its banner:\n%s\n%s", banner.String(), d.logs())
-			}
-			banner.WriteString(l + "\n")
-			if strings.HasPrefix(l, "Stop with Ctrl-C") {
-				d.banner = banner.String()
-				m := bannerRE.FindStringSubmatch(d.banner)
-				if m == nil {
-					t.Fatalf("no addresses in the banner:\n%s", d.banner)
-				}
-				d.broker, d.http = m[1], m[2]
-				go func() {
-					for range lines { // drain
-					}
-				}()
-				return d
-			}
-		case <-deadline:
-			t.Fatalf("no banner within 60s:\n%s\n%s", banner.String(), d.logs())
-		}
-	}
+	})
+	return p
 }
 
 type lockedWriter struct {
@@ -152,33 +117,103 @@ type lockedWriter struct {
 	w  io.Writer
 }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
+func (l lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	return l.w.Write(b)
 }
 
-func (d *dev) logs() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.log.String()
+func (p *proc) out() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.String()
 }
 
-// stop stops dev with SIGINT, as Ctrl-C does.
-func (d *dev) stop(t *testing.T) {
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// stop stops the process with SIGINT, as Ctrl-C does.
+func (p *proc) stop(t *testing.T) {
 	select {
-	case <-d.done:
+	case <-p.done:
 		return
 	default:
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGINT)
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case <-d.done:
+	case <-p.done:
 	case <-time.After(40 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		t.Errorf("dev did not stop within 40s of SIGINT")
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop within 40s of SIGINT", p.name)
 	}
+}
+
+// until waits for cond, failing with what the process logged.
+func (p *proc) until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before %s:\n%s\n%s", p.name, what, p.out(), p.logs())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no %s within 60s:\n%s\n%s", p.name, what, p.out(), p.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// healthy waits until the service at addr answers /healthz.
+func (p *proc) healthy(t *testing.T, addr string) {
+	t.Helper()
+	p.until(t, "answer on "+addr, func() bool {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+// dev is a running `eventlog dev`.
+type dev struct {
+	*proc
+	banner       string
+	broker, http string // host:port
+}
+
+var bannerRE = regexp.MustCompile(`Kafka broker\s+(\S+)[\s\S]*HTTP API\s+http://(\S+)`)
+
+// startDev starts bin dev and waits for its banner.
+func startDev(t *testing.T, bin, dataDir, broker, httpAddr string, extra ...string) *dev {
+	t.Helper()
+	p := startProc(t, bin, append([]string{"dev", "-data-dir", dataDir, "-broker-addr", broker, "-http-addr", httpAddr}, extra...)...)
+	p.until(t, "banner", func() bool { return strings.Contains(p.out(), "Stop with Ctrl-C") })
+	d := &dev{proc: p, banner: p.out()}
+	m := bannerRE.FindStringSubmatch(d.banner)
+	if m == nil {
+		t.Fatalf("no addresses in the banner:\n%s", d.banner)
+	}
+	d.broker, d.http = m[1], m[2]
+	return d
+}
+
+// freeAddr returns a loopback address with a port free now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
 
 // phase runs one phase of the browser script and returns what it printed
@@ -286,6 +321,19 @@ func TestConsole(t *testing.T) {
 	if strings.Contains(d.logs(), "level=ERROR") {
 		t.Errorf("dev logged errors:\n%s", d.logs())
 	}
+
+	// A writer and a projector apart, on the same broker and store: each
+	// console serves what its service has and says what it has not.
+	d.stop(t)
+	b := startProc(t, bin, "broker", "-addr", d.broker, "-data-dir", data)
+	b.until(t, "listening", func() bool { return strings.Contains(b.out(), "listening on") })
+	common := []string{"-kafka-brokers", d.broker, "-sqlite-path", filepath.Join(data, "eventlog.db"), "-cipher-key-file", keyFile}
+	wAddr, pAddr := freeAddr(t), freeAddr(t)
+	w := startProc(t, bin, append([]string{"writer", "-http-addr", wAddr}, common...)...)
+	p := startProc(t, bin, append([]string{"projector", "-http-addr", pAddr}, common...)...)
+	w.healthy(t, wAddr)
+	p.healthy(t, pAddr)
+	phase(t, node, chromium, "split", "http://"+wAddr, shots, "ENTITY_ID="+id.String(), "PROJECTOR_URL=http://"+pAddr)
 }
 
 // insertSealed appends position 2 of entity id (which has 2 events), an

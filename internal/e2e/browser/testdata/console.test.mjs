@@ -6,8 +6,11 @@
 //            find it by attribute
 //   parked   see the entity parked, with its reason and its parked event
 //   retried  retry it from the console; it is applied and nothing is parked
+//   split    a writer and a projector apart: each console serves what its
+//            service has, and says what it has not
 //
-// Environment: BASE_URL (the service), PHASE, ENTITY_ID (parked, retried),
+// Environment: BASE_URL (the service), PHASE, ENTITY_ID (parked, retried,
+// split), PROJECTOR_URL (split),
 // SHOTS_DIR (a screenshot of each page goes there), CHROMIUM (the browser),
 // README_SHOT (if set, where to write the README's screenshot).
 // The last line on stdout is a JSON object with what the next phase needs.
@@ -55,6 +58,7 @@ try {
   if (phase === 'live') await live();
   else if (phase === 'parked') await parked();
   else if (phase === 'retried') await retried();
+  else if (phase === 'split') await split();
   else throw new Error(`unknown PHASE ${phase}`);
   if (errors.length) throw new Error('the console had errors:\n' + errors.join('\n'));
 } catch (e) {
@@ -177,4 +181,36 @@ async function retried() {
   await find.fill('input[name=value]', 'kept');
   await find.click('#find-attr button');
   await find.locator('#found a').filter({ hasText: id }).waitFor();
+}
+
+async function split() {
+  const id = process.env.ENTITY_ID;
+  // The writer: entities, the log and commands; not the projector's pages.
+  const w = await open(`#/entities/example/${id}`);
+  await w.locator('header #service').filter({ hasText: 'eventlog writer' }).waitFor();
+  await w.locator('#state-json').filter({ hasText: '"secret"' }).waitFor();
+  await w.locator('nav a.off').filter({ hasText: 'Projections' }).waitFor();
+  await w.locator('nav a.off').filter({ hasText: 'Dead letters' }).waitFor();
+  await w.goto(`${base}/ui/#/projections`);
+  await w.locator('main .note').filter({ hasText: 'served by the projector' }).waitFor();
+  await shot(w, 'writer');
+
+  // The projector: read models, projections, dead letters; no history, no
+  // commands, no log.
+  const p = await context.newPage();
+  pages.push(p);
+  await p.goto(`${process.env.PROJECTOR_URL}/ui/#/entities/example/${id}`);
+  await p.locator('header #service').filter({ hasText: 'eventlog projector' }).waitFor();
+  await p.locator('#entity-status').filter({ hasText: 'served by the writer' }).waitFor();
+  await p.locator('#state-json').filter({ hasText: '"kept"' }).waitFor(); // the read model's row
+  await p.locator('nav a.off').filter({ hasText: 'Send a command' }).waitFor();
+  await p.locator('nav a.off').filter({ hasText: 'Live log' }).waitFor();
+  await shot(p, 'projector-entity');
+  await p.goto(`${process.env.PROJECTOR_URL}/ui/#/send`);
+  await p.locator('main .note').filter({ hasText: 'served by the writer' }).waitFor();
+  await p.goto(`${process.env.PROJECTOR_URL}/ui/#/dead-letters`);
+  await p.locator('#dead-letters').filter({ hasText: 'Nothing is parked' }).waitFor();
+  await p.goto(`${process.env.PROJECTOR_URL}/ui/#/projections`);
+  await p.locator('section[data-projection=readmodel] table td').first().waitFor();
+  await shot(p, 'projector-projections');
 }
