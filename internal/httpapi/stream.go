@@ -356,10 +356,10 @@ func (sw *sseWriter) flush() error {
 }
 
 // follow calls read until it reports no more, then again each time the
-// store may hold more: on its wake-ups (at most once per MinReadInterval,
-// and, with recheck, again after 1, 2, 4 ... MinReadIntervals, as a
-// commit-order-safe log may show an item only once older transactions end)
-// and every PollInterval.
+// store may hold more: on its wake-ups (at most once per MinReadInterval)
+// and, with recheck, again 1, 2, 4 ... MinReadIntervals after a wake-up (a
+// commit-order-safe log may show an item only once older transactions end,
+// which sends no wake-up), and every PollInterval.
 func (s *Server) follow(ctx context.Context, cfg StreamConfig, recheck bool, read func(context.Context) (more bool, err error)) error {
 	var wake <-chan struct{}
 	if n, ok := s.Entities.Recorder.(store.Notifier); ok {
@@ -367,9 +367,11 @@ func (s *Server) follow(ctx context.Context, cfg StreamConfig, recheck bool, rea
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var fast time.Duration // the next re-read after a wake-up
+	var (
+		fast     time.Duration // the next re-read after a wake-up
+		lastWake time.Time     // the last read for a wake-up
+	)
 	for {
-		lastRead := time.Now()
 		more, err := read(ctx)
 		if err != nil {
 			return err
@@ -393,7 +395,7 @@ func (s *Server) follow(ctx context.Context, cfg StreamConfig, recheck bool, rea
 			if recheck {
 				fast = cfg.MinReadInterval
 			}
-			if d := cfg.MinReadInterval - time.Since(lastRead); d > 0 {
+			if d := cfg.MinReadInterval - time.Since(lastWake); d > 0 {
 				timer.Reset(d)
 				select {
 				case <-ctx.Done():
@@ -401,6 +403,7 @@ func (s *Server) follow(ctx context.Context, cfg StreamConfig, recheck bool, rea
 				case <-timer.C:
 				}
 			}
+			lastWake = time.Now()
 		case <-timer.C:
 			if fast > 0 {
 				if fast *= 2; fast >= cfg.PollInterval {

@@ -28,16 +28,21 @@ import (
 
 // streamAPI is an HTTP server with the entity routes over a memory store.
 type streamAPI struct {
-	rec *memory.Recorder
+	rec store.ApplicationRecorder
 	api *httpapi.Server
 	srv *httptest.Server
 }
 
 // newStreamAPI serves the API through the services' http.Server, its
 // timeouts shortened, so that a stream must outlive them.
-func newStreamAPI(t *testing.T, cfg httpapi.StreamConfig) *streamAPI {
+func newStreamAPI(t testing.TB, cfg httpapi.StreamConfig) *streamAPI {
 	t.Helper()
-	rec := memory.New()
+	return newStreamAPIOn(t, memory.New(), cfg)
+}
+
+// newStreamAPIOn serves the API over rec.
+func newStreamAPIOn(t testing.TB, rec store.ApplicationRecorder, cfg httpapi.StreamConfig) *streamAPI {
+	t.Helper()
 	reg, err := service.GenericDomain("example", "other").Events()
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +65,7 @@ func newStreamAPI(t *testing.T, cfg httpapi.StreamConfig) *streamAPI {
 
 // appendEvents appends n events to entity id of type typ, from position
 // from; the first of an entity is its Created event.
-func (a *streamAPI) appendEvents(t *testing.T, typ string, id uuid.UUID, from, n int, value string) {
+func (a *streamAPI) appendEvents(t testing.TB, typ string, id uuid.UUID, from, n int, value string) {
 	t.Helper()
 	items := make([]store.SequencedItem, n)
 	for i := range items {
@@ -93,7 +98,7 @@ type sse struct {
 	Data      string
 }
 
-func (e sse) decode(t *testing.T) httpapi.EventJSON {
+func (e sse) decode(t testing.TB) httpapi.EventJSON {
 	t.Helper()
 	var ej httpapi.EventJSON
 	if err := json.Unmarshal([]byte(e.Data), &ej); err != nil {
@@ -108,7 +113,7 @@ type sseReader struct {
 	r    *bufio.Reader
 }
 
-func (a *streamAPI) open(t *testing.T, path, lastEventID string) *sseReader {
+func (a *streamAPI) open(t testing.TB, path, lastEventID string) *sseReader {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), "GET", a.srv.URL+path, nil)
 	if err != nil {
@@ -131,7 +136,7 @@ func (a *streamAPI) open(t *testing.T, path, lastEventID string) *sseReader {
 
 // next returns the next event, skipping comments; io.EOF when the stream
 // ends.
-func (s *sseReader) next(t *testing.T) (sse, error) {
+func (s *sseReader) next(t testing.TB) (sse, error) {
 	t.Helper()
 	var e sse
 	for {
@@ -159,7 +164,7 @@ func (s *sseReader) next(t *testing.T) (sse, error) {
 }
 
 // take reads n events with a deadline.
-func (s *sseReader) take(t *testing.T, n int) []sse {
+func (s *sseReader) take(t testing.TB, n int) []sse {
 	t.Helper()
 	got := make(chan []sse, 1)
 	errc := make(chan error, 1)
