@@ -11,7 +11,7 @@ export function render(main, info) {
   const id = h('input', { name: 'entity_id', class: 'id', placeholder: 'leave empty for a new entity' });
   const expected = h('input', { name: 'expected_version', type: 'number', min: '0', placeholder: 'any' });
   const attrs = h('div', { id: 'attrs' });
-  const raw = h('textarea', { name: 'data', spellcheck: false, placeholder: '{"by": 3}' });
+  const raw = h('textarea', { name: 'data', spellcheck: false, placeholder: 'the command\'s data, e.g. {"amount": 100}' });
   const rawBox = h('label', {}, 'Data (JSON)', raw);
   const result = h('div', { id: 'result' });
   const kind = () => (types.find((t) => t.name === type.value) || {}).kind;
