@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,12 +22,21 @@ import (
 // binary holds: everything they show comes from the API, with the
 // credentials the person gives the console). The zero Auth lets everyone
 // in.
+//
+// Whatever the credentials, Wrap refuses the state-changing requests
+// (POST: commands, retries, skips) that a browser sends from a page of
+// another site (http.CrossOriginProtection), and with LoopbackOnly the
+// requests that name a host that is not this machine's loopback (a page
+// whose name an attacker points at 127.0.0.1 cannot read the open API).
 type Auth struct {
 	// Token, if set, is accepted as "Authorization: Bearer <Token>".
 	Token string
 	// Users, if set, are accepted with HTTP basic auth: each user's bcrypt
 	// hash of the password (see ParseUsers).
 	Users map[string][]byte
+	// LoopbackOnly serves only requests whose Host is localhost or a
+	// loopback address: for an API open on loopback.
+	LoopbackOnly bool
 
 	once  sync.Once
 	token [sha256.Size]byte
@@ -60,8 +70,23 @@ func open(path string) bool {
 	return strings.HasPrefix(path, "/ui/")
 }
 
-// Wrap returns h behind a. With no token and no users it returns h.
+// Wrap returns h behind a.
 func (a *Auth) Wrap(h http.Handler) http.Handler {
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "a request from a page of another site (Origin %q) may not change anything here", r.Header.Get("Origin"))
+	}))
+	h = csrf.Handler(h)
+	if a.LoopbackOnly {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !loopbackHost(r.Host) {
+				writeError(w, http.StatusForbidden, "this API is open on loopback only: ask for it as localhost or 127.0.0.1, not %q", r.Host)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 	if !a.Enabled() {
 		return h
 	}
@@ -91,6 +116,20 @@ func (a *Auth) Wrap(h http.Handler) http.Handler {
 		}
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": "this API needs " + what, "auth": a.schemes()})
 	})
+}
+
+// loopbackHost reports whether a Host header names this machine's
+// loopback: localhost or a loopback address, with or without a port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // schemes names the accepted schemes, for the console.

@@ -124,3 +124,49 @@ func TestParseUsersErrors(t *testing.T) {
 		t.Error("the zero Auth is enabled")
 	}
 }
+
+// A page of another site cannot change anything, with credentials or
+// without; curl and the console's own page can.
+func TestAuthCrossSite(t *testing.T) {
+	for _, a := range []*httpapi.Auth{{}, {Token: "0123456789abcdef0123"}} {
+		h := guarded(t, a)
+		auth := ""
+		if a.Token != "" {
+			auth = "Bearer " + a.Token
+		}
+		for _, c := range []struct {
+			header []string
+			want   int
+		}{
+			{[]string{"Authorization", auth}, 200}, // curl
+			{[]string{"Authorization", auth, "Sec-Fetch-Site", "same-origin"}, 200},
+			{[]string{"Authorization", auth, "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403},
+			{[]string{"Authorization", auth, "Origin", "https://evil.example"}, 403},
+		} {
+			if code, _ := status(h, "POST", "/v1/commands", c.header...); code != c.want {
+				t.Errorf("token %q, POST with %v: %d, want %d", a.Token, c.header, code, c.want)
+			}
+		}
+		if code, _ := status(h, "GET", "/v1/notifications", "Authorization", auth, "Sec-Fetch-Site", "cross-site"); code != 200 {
+			t.Errorf("a cross-site GET: %d (safe methods pass; the browser keeps the answer from the other site)", code)
+		}
+	}
+}
+
+// Open on loopback, the API answers only to this machine's names: a page
+// whose name resolves to 127.0.0.1 (DNS rebinding) gets nothing.
+func TestAuthLoopbackOnly(t *testing.T) {
+	h := guarded(t, &httpapi.Auth{LoopbackOnly: true})
+	for host, want := range map[string]int{
+		"127.0.0.1:8080": 200, "localhost:8080": 200, "[::1]:8080": 200, "127.0.0.2": 200, "app.localhost:8080": 200,
+		"evil.example:8080": 403, "10.0.0.5:8080": 403, "": 403,
+	} {
+		r := httptest.NewRequest("GET", "/v1/notifications", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("Host %q: %d, want %d", host, w.Code, want)
+		}
+	}
+}

@@ -57,10 +57,19 @@ func (h *httpAuthFlags) auth(ln net.Listener) (*httpapi.Auth, error) {
 			return nil, UsageError{fmt.Errorf("-http-basic-auth-file %s: %w", h.usersFile, err)}
 		}
 	}
-	if !a.Enabled() && !h.insecure && !loopback(ln.Addr()) {
-		return nil, UsageError{fmt.Errorf("-http-addr %s is reachable beyond this machine and the HTTP API has no authentication: "+
-			"set -http-token-file (or EVENTLOG_HTTP_TOKEN) or -http-basic-auth-file, or -http-insecure to serve it open", ln.Addr())}
+	if a.Enabled() {
+		return a, nil
 	}
+	if !loopback(ln.Addr()) {
+		if !h.insecure {
+			return nil, UsageError{fmt.Errorf("-http-addr %s is reachable beyond this machine and the HTTP API has no authentication: "+
+				"set -http-token-file (or EVENTLOG_HTTP_TOKEN) or -http-basic-auth-file, or -http-insecure to serve it open", ln.Addr())}
+		}
+		return a, nil
+	}
+	// Open on loopback: only for this machine's own names, so that a web
+	// page whose name resolves to 127.0.0.1 cannot read it.
+	a.LoopbackOnly = true
 	return a, nil
 }
 

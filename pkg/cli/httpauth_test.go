@@ -73,6 +73,14 @@ func TestHTTPAuthToken(t *testing.T) {
 	if code, body := httpStatus(t, "GET", open.http+"/v1/notifications", ""); code != 200 {
 		t.Fatalf("loopback with no auth: %d %s", code, body)
 	}
+	// ... to this machine's names only (DNS rebinding).
+	req, _ := http.NewRequest("GET", open.http+"/v1/notifications", nil)
+	req.Host = "rebound.example"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the open API asked for as rebound.example: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 
 	const token = "5f0c2a1e9d7b4c3a8e6f"
 	env := func(k string) string {
