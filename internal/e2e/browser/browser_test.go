@@ -275,6 +275,9 @@ func TestConsole(t *testing.T) {
 	if runtime.GOOS != "linux" && runtime.GOOS != "darwin" {
 		t.Skip("the browser test runs on Linux and macOS")
 	}
+	if testing.Short() {
+		t.Skip("builds eventlog and runs it with a browser for half a minute")
+	}
 	node, chromium := tools(t)
 	dir := t.TempDir()
 	bin := build(t, dir)
