@@ -73,6 +73,23 @@ try {
 }
 console.log(JSON.stringify(out));
 
+// findBy searches the read model until it shows id: the projector may not
+// have applied the last command yet.
+async function findBy(page, attr, value, id) {
+  await page.fill('input[name=attr]', attr);
+  await page.fill('input[name=value]', value);
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    await page.click('#find-attr button');
+    try {
+      await page.locator('#found a').filter({ hasText: id }).waitFor({ timeout: 1000 });
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+    }
+  }
+}
+
 async function send(page, { command, id, attrs }) {
   await page.goto(`${base}/ui/#/send`);
   await page.selectOption('select[name=entity]', 'example');
@@ -132,10 +149,7 @@ async function live() {
 
   // Found by attribute, through the read model.
   const find = await open('#/entities');
-  await find.fill('input[name=attr]', 'foo');
-  await find.fill('input[name=value]', 'baz');
-  await find.click('#find-attr button');
-  await find.locator('#found a').filter({ hasText: id }).waitFor();
+  await findBy(find, 'foo', 'baz', id);
   await shot(find, 'find');
 
   // An unknown entity says so.
@@ -177,10 +191,7 @@ async function retried() {
     await ent.screenshot({ path: process.env.README_SHOT });
   }
   const find = await open('#/entities');
-  await find.fill('input[name=attr]', 'secret');
-  await find.fill('input[name=value]', 'kept');
-  await find.click('#find-attr button');
-  await find.locator('#found a').filter({ hasText: id }).waitFor();
+  await findBy(find, 'secret', 'kept', id);
 }
 
 async function split() {
