@@ -1,6 +1,9 @@
 package console_test
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -48,10 +51,22 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s: %d", p, w.Code)
 		}
 	}
-	files, bytes := c.Size()
-	t.Logf("the console is %d files, %d bytes", files, bytes)
-	if bytes > 80<<10 {
-		t.Errorf("the console has grown to %d bytes", bytes)
+	gz := get(t, c, "/ui/js/entities.js", "Accept-Encoding", "gzip, deflate")
+	if gz.Header().Get("Content-Encoding") != "gzip" || gz.Header().Get("ETag") == page.Header().Get("ETag") {
+		t.Fatalf("gzipped: %v", gz.Header())
+	}
+	zr, err := gzip.NewReader(gz.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := io.ReadAll(zr)
+	if !bytes.Equal(plain, get(t, c, "/ui/js/entities.js").Body.Bytes()) {
+		t.Fatal("the gzipped file is not the file")
+	}
+	files, size, zipped := c.Size()
+	t.Logf("the console is %d files, %d bytes, %d gzipped", files, size, zipped)
+	if size > 80<<10 {
+		t.Errorf("the console has grown to %d bytes", size)
 	}
 }
 
