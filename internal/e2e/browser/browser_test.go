@@ -337,6 +337,21 @@ func TestConsole(t *testing.T) {
 	w.healthy(t, wAddr)
 	p.healthy(t, pAddr)
 	phase(t, node, chromium, "split", "http://"+wAddr, shots, "ENTITY_ID="+id.String(), "PROJECTOR_URL=http://"+pAddr)
+
+	// With a token, the console asks for it, and then works as before.
+	w.stop(t)
+	p.stop(t)
+	b.stop(t)
+	const token = "c0ffee0123456789abcdef"
+	tokenFile := filepath.Join(dir, "http.token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startDev(t, bin, filepath.Join(dir, "data2"), "127.0.0.1:0", "127.0.0.1:0", "-http-token-file", tokenFile)
+	if !strings.Contains(s.banner, "bearer token") {
+		t.Errorf("the banner does not say the API asks for a token:\n%s", s.banner)
+	}
+	phase(t, node, chromium, "signin", "http://"+s.http, shots, "TOKEN="+token)
 }
 
 // insertSealed appends position 2 of entity id (which has 2 events), an

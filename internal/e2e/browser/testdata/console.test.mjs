@@ -8,9 +8,11 @@
 //   retried  retry it from the console; it is applied and nothing is parked
 //   split    a writer and a projector apart: each console serves what its
 //            service has, and says what it has not
+//   signin   a service with a token: the console asks for it, refuses a
+//            wrong one, and with the right one works, live streams too
 //
 // Environment: BASE_URL (the service), PHASE, ENTITY_ID (parked, retried,
-// split), PROJECTOR_URL (split),
+// split), PROJECTOR_URL (split), TOKEN (signin),
 // SHOTS_DIR (a screenshot of each page goes there), CHROMIUM (the browser),
 // README_SHOT (if set, where to write the README's screenshot).
 // The last line on stdout is a JSON object with what the next phase needs.
@@ -59,6 +61,7 @@ try {
   else if (phase === 'parked') await parked();
   else if (phase === 'retried') await retried();
   else if (phase === 'split') await split();
+  else if (phase === 'signin') await signin();
   else throw new Error(`unknown PHASE ${phase}`);
   if (errors.length) throw new Error('the console had errors:\n' + errors.join('\n'));
 } catch (e) {
@@ -224,4 +227,24 @@ async function split() {
   await p.goto(`${process.env.PROJECTOR_URL}/ui/#/projections`);
   await p.locator('section[data-projection=readmodel] table td').first().waitFor();
   await shot(p, 'projector-projections');
+}
+
+async function signin() {
+  const page = await open('');
+  await page.locator('main h1').filter({ hasText: 'Sign in' }).waitFor();
+  await page.fill('input[name=token]', 'not-the-token-0123456789');
+  await page.click('main form button.primary');
+  await page.locator('main .note').filter({ hasText: 'not accepted' }).waitFor();
+  await page.fill('input[name=token]', process.env.TOKEN);
+  await page.click('main form button.primary');
+  await page.locator('header #service').filter({ hasText: 'eventlog dev' }).waitFor();
+  await shot(page, 'signed-in');
+  // Streams and commands carry the token too.
+  await page.goto(`${base}/ui/#/log`);
+  await page.locator('main .badge').filter({ hasText: 'live' }).waitFor();
+  await send(page, { command: 'create', attrs: { who: 'signed in' } });
+  await page.locator('#result a.mono').click();
+  await page.locator('#state-json').filter({ hasText: '"signed in"' }).waitFor();
+  await page.locator('#entity-status .badge').filter({ hasText: 'live' }).waitFor();
+  await page.locator('#who a').filter({ hasText: 'sign out' }).waitFor();
 }
