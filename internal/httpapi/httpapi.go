@@ -1,11 +1,21 @@
 // Package httpapi serves eventlog's HTTP API (the wire contract's HTTP half):
 // entities rebuilt from their events, the events of one entity, the notification
-// log, commands, and the operational endpoints /healthz, /readyz and /metrics.
+// log, commands, live streams of the log and of one entity (Server-Sent
+// Events, see stream.go), what the service serves (GET /v1/info), the
+// operations console (/ui/, package console), and the operational endpoints
+// /healthz, /readyz and /metrics.
 //
-// Every response is JSON. Errors are {"error": "..."} with a status that says
-// what happened: 400 for bad input, 404 for unknown (and discarded) entities, 410
-// Gone for forgotten entities (crypto-shredded: their data key is deleted), 503
-// when a dependency is down, 504 when a command's result did not come in time.
+// Every response but the streams and the console is JSON. Errors are
+// {"error": "..."} with a status that says what happened: 400 for bad input,
+// 401 without the credentials Auth asks for, 404 for unknown (and discarded)
+// entities, 410 Gone for forgotten entities (crypto-shredded: their data key
+// is deleted), 503 when a dependency is down or too many streams are open,
+// 504 when a command's result did not come in time.
+//
+// Auth guards every route but /healthz, /readyz, /metrics and the console's
+// static files; the mains wrap Server.Handler with it. A stream never
+// buffers more than StreamConfig.Buffer events for its client, and
+// CloseStreams ends them all when the server shuts down.
 package httpapi
 
 import (
@@ -79,6 +89,12 @@ type Server struct {
 	Metrics        http.Handler
 	// Extra routes (the projector's read models, for example).
 	Extra func(mux *Mux)
+	// Streams bounds the live streams (see StreamConfig).
+	Streams StreamConfig
+	// Info says what the service serves (GET /v1/info).
+	Info Info
+
+	streams streams
 }
 
 // Handler returns the routes.
@@ -91,10 +107,14 @@ func (s *Server) Handler() http.Handler {
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.Metrics)
 	}
+	mux.HandleFunc("GET /v1/info", s.info)
+	consoleRoutes(mux)
 	if s.Entities != nil {
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}", s.getEntity)
 		mux.HandleFunc("GET /v1/entities/{entity}/{id}/events", s.getEvents)
 		mux.HandleFunc("GET /v1/notifications", s.getNotifications)
+		mux.HandleFunc("GET /v1/notifications/stream", s.streamNotifications)
+		mux.HandleFunc("GET /v1/entities/{entity}/{id}/stream", s.streamEntity)
 	}
 	if s.Commands != nil {
 		mux.HandleFunc("POST /v1/commands", s.postCommand)

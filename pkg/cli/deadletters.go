@@ -74,10 +74,11 @@ func (p Program) DeadLetters(ctx context.Context, args []string, env Env) error 
 }
 
 // projectorAPI is the projector's HTTP API, from -projector-url.
-type projectorAPI struct{ base string }
+type projectorAPI struct{ base, token string }
 
 func (p *projectorAPI) register(fs *config.FlagSet) {
 	fs.StringVar(&p.base, "projector-url", "http://127.0.0.1:8081", "the projector's HTTP API (eventlog dev serves it on its -http-addr, 127.0.0.1:8080)")
+	registerToken(fs, &p.token)
 }
 
 // do sends a request to the projector and decodes a 200 answer into out. A
@@ -102,6 +103,7 @@ func (p *projectorAPI) do(ctx context.Context, method, path string, body, out an
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	setToken(req, p.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the projector's HTTP API at %s: %v (is a projector, or eventlog dev, running? check -projector-url)", base, err)

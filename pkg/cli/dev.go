@@ -36,6 +36,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		l                                          logFlags
 		lim                                        limitFlags
 		k                                          = kafkaFlags{prefix: "eventlog", replication: -1}
+		ha                                         httpAuthFlags
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
@@ -50,6 +51,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	c.register(fs)
 	l.register(fs)
 	k.registerCompression(fs)
+	ha.register(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
@@ -68,6 +70,10 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer ln.Close()
+	auth, err := ha.auth(ln)
+	if err != nil {
+		return err
+	}
 	b, err := broker.Start(broker.Config{Addr: brokerAddr, DataDir: dataDir, Partitions: partitions})
 	if err != nil {
 		return err
@@ -92,7 +98,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
+	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg), Info: httpapi.Info{Program: p.Name, Service: "dev"}}
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
 	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
@@ -102,38 +108,60 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		}
 		runs = append(runs, run)
 	}
-	p.printBanner(env, d, brokers[0], ln.Addr().String(), dataDir, backend.Name)
+	p.printBanner(env, d, brokers[0], ln.Addr().String(), dataDir, backend.Name, auth)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, run := range runs {
 		g.Go(func() error { return run(gctx) })
 	}
-	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
+	g.Go(func() error { return serve(gctx, ln, api, auth, log) })
 	err = g.Wait()
 	log.Info(p.name("dev") + " stopped")
 	return err
 }
 
-// printBanner says what runs and how to try it.
-func (p Program) printBanner(env Env, d *service.Domain, brokerAddr, httpAddr, dataDir, store string) {
+// printBanner says what runs and how to try it. Its commands work as
+// printed: they name the broker and HTTP addresses when those are not the
+// tools' defaults.
+func (p Program) printBanner(env Env, d *service.Domain, brokerAddr, httpAddr, dataDir, store string, auth *httpapi.Auth) {
 	host, port, _ := net.SplitHostPort(httpAddr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
 	}
-	api := "http://" + net.JoinHostPort(host, port)
+	hostPort := net.JoinHostPort(host, port)
+	api := "http://" + hostPort
 	self := invocation(p.Name)
+	sendFlags, getFlags := "", ""
+	if brokerAddr != defaultBrokerAddr {
+		sendFlags = " --kafka-brokers " + brokerAddr
+	}
+	if hostPort != defaultHTTPAddr {
+		getFlags = " --http-addr " + hostPort
+	}
+	access, curl := "open (loopback only)", "curl"
+	switch {
+	case auth.Enabled() && auth.Token != "":
+		access = "bearer token (give it in EVENTLOG_HTTP_TOKEN to the commands below)"
+		curl = `curl -H "Authorization: Bearer $EVENTLOG_HTTP_TOKEN"`
+	case auth.Enabled():
+		access, curl = "basic auth (the users of -http-basic-auth-file)", "curl -u <user>"
+	case !loopback(&net.TCPAddr{IP: net.ParseIP(strings.Trim(hostOf(httpAddr), "[]"))}):
+		access = "OPEN to anyone who can reach it (-http-insecure)"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `%s is running.
   Kafka broker  %s   (any Kafka client can connect)
   HTTP API      %s
+  console       %s/ui/
+  access        %s
   store         %s   (data in %s)
   entity types  %s
-`, p.Name, brokerAddr, api, store, dataDir, strings.Join(d.EntityTypes(), ", "))
+`, p.Name, brokerAddr, api, api, access, store, dataDir, strings.Join(d.EntityTypes(), ", "))
 	if slices.Contains(d.GenericTypes(), "example") {
 		fmt.Fprintf(&b, `
 Try it from another terminal:
-  %[1]s send --type create --entity example --attr foo=bar
-  %[1]s get example <the id it printed>
-  curl '%[2]s/v1/read-models/example?foo="bar"'
+  %[1]s send%[4]s --type create --entity example --attr foo=bar
+  %[1]s get%[5]s example <the id it printed>
+  %[6]s '%[2]s/v1/read-models/example?foo="bar"'
 
 Or with kcat, any Kafka client (commands keyed by entity id):
   id=$(cat /proc/sys/kernel/random/uuid)
@@ -141,16 +169,28 @@ Or with kcat, any Kafka client (commands keyed by entity id):
     | kcat -P -b %[3]s -t eventlog.commands -k $id
   kcat -C -b %[3]s -t eventlog.command-results -e -X isolation.level=read_committed
   kcat -C -b %[3]s -t eventlog.events.example -e -X isolation.level=read_committed -f '%%k %%h %%s\n'
-`, self, api, brokerAddr)
+`, self, api, brokerAddr, sendFlags, getFlags, curl)
 	} else {
 		fmt.Fprintf(&b, `
 Send a command from another terminal:
-  %s send --entity <type> --type <command> --id <uuid> --data '{...}'
-`, self)
+  %s send%s --entity <type> --type <command> --id <uuid> --data '{...}'
+`, self, sendFlags)
 	}
 	b.WriteString("\nStop with Ctrl-C; data survives a restart.\n")
 	fmt.Fprint(env.Stdout, b.String())
 }
+
+// hostOf returns the host of host:port.
+func hostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+// The addresses the tools (send, get, ...) use when given none.
+const (
+	defaultBrokerAddr = "127.0.0.1:9092"
+	defaultHTTPAddr   = "127.0.0.1:8080"
+)
 
 // invocation returns how to run this program again from the shell that
 // started it: the path it was started by if it has one (./bin/eventlog),

@@ -44,13 +44,19 @@ var bannerRE = regexp.MustCompile(`Kafka broker\s+(\S+)[\s\S]*HTTP API\s+(\S+)`)
 // startDev runs `eventlog dev` in process on free ports and returns its addresses.
 func startDev(t *testing.T, dataDir string) devAddrs {
 	t.Helper()
+	return startDevWith(t, dataDir, noEnv)
+}
+
+// startDevWith runs `eventlog dev` with an environment and more flags.
+func startDevWith(t *testing.T, dataDir string, getenv func(string) string, args ...string) devAddrs {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &syncBuffer{}
 	errOut := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- cli.Main(ctx, []string{"dev", "-data-dir", dataDir, "-broker-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn"},
-			cli.Env{Getenv: noEnv, Stdout: out, Stderr: errOut})
+		done <- cli.Main(ctx, append([]string{"dev", "-data-dir", dataDir, "-broker-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn"}, args...),
+			cli.Env{Getenv: getenv, Stdout: out, Stderr: errOut})
 	}()
 	t.Cleanup(func() {
 		cancel()

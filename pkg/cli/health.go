@@ -28,7 +28,7 @@ func (p Program) Health(ctx context.Context, args []string, env Env) error {
 		path = "/healthz"
 	}
 	var out map[string]string
-	if err := apiGet(ctx, addr, path, &out); err != nil {
+	if err := apiGet(ctx, addr, "", path, &out); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.Stdout, out["status"])

@@ -53,6 +53,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 		httpAddr, group, policies string
 		consumers                 int
 		gf                        groupFlags
+		ha                        httpAuthFlags
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -62,6 +63,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	fs.Secret("persist-postgres-dsn")
 	c.register(fs)
 	l.register(fs)
+	ha.register(fs)
 	entities := p.entitiesFlag(fs, "entity types to project, comma-separated")
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8081", "HTTP listen address (read models, projections, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-projector", "prefix of the projectors' Kafka consumer groups")
@@ -95,6 +97,10 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 		return err
 	}
 	defer ln.Close()
+	auth, err := ha.auth(ln)
+	if err != nil {
+		return err
+	}
 	s.migrate = true
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
@@ -126,7 +132,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	}
 	reg := metrics.New()
 	cfg.Metrics = reg
-	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
+	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg), Info: httpapi.Info{Program: p.Name, Service: "projector"}}
 	run, err := startProjector(ctx, cfg, policies == "on", api)
 	if err != nil {
 		return err
@@ -134,7 +140,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	log.Info("projector started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", strings.Join(d.EntityTypes(), ","))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return run(gctx) })
-	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
+	g.Go(func() error { return serve(gctx, ln, api, auth, log) })
 	err = g.Wait()
 	log.Info("projector stopped")
 	return err

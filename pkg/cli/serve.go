@@ -25,9 +25,11 @@ func listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// serve serves h on ln until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := httpapi.NewHTTPServer(ln.Addr().String(), h, log)
+// serve serves api on ln, behind auth, until ctx ends, then shuts down
+// gracefully: the live streams end at once, other requests finish.
+func serve(ctx context.Context, ln net.Listener, api *httpapi.Server, auth *httpapi.Auth, log *slog.Logger) error {
+	srv := httpapi.NewHTTPServer(ln.Addr().String(), auth.Wrap(api.Handler()), log)
+	srv.RegisterOnShutdown(api.CloseStreams)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -162,8 +162,9 @@ func printSent(env Env, cmd wire.Command, asJSON bool) error {
 	return nil
 }
 
-// apiGet GETs a path of the HTTP API into v.
-func apiGet(ctx context.Context, base, path string, v any) error {
+// apiGet GETs a path of the HTTP API into v, with the bearer token if one
+// is given.
+func apiGet(ctx context.Context, base, token, path string, v any) error {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
@@ -171,6 +172,7 @@ func apiGet(ctx context.Context, base, path string, v any) error {
 	if err != nil {
 		return UsageError{fmt.Errorf("-http-addr: %v", err)}
 	}
+	setToken(req, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the HTTP API at %s: %v (is a dev or writer service running? check -http-addr)", base, err)
@@ -237,10 +239,12 @@ func (p Program) Get(ctx context.Context, args []string, env Env) error {
 	fs := config.New(p.name("get")+" <entity> <id>", "Show an entity rebuilt from its events (through the HTTP API).", env.Stderr)
 	var (
 		addr    string
+		token   string
 		version int64
 		asJSON  bool
 	)
 	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
+	registerToken(fs, &token)
 	fs.Int64Var(&version, "version", 0, "show the entity as it was at this version")
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	fs.Local("version", "json")
@@ -256,7 +260,7 @@ func (p Program) Get(ctx context.Context, args []string, env Env) error {
 		path += "?version=" + strconv.FormatInt(version, 10)
 	}
 	var e service.EntityView
-	if err := apiGet(ctx, addr, path, &e); err != nil {
+	if err := apiGet(ctx, addr, token, path, &e); err != nil {
 		return err
 	}
 	if asJSON {
@@ -286,9 +290,11 @@ func (p Program) Events(ctx context.Context, args []string, env Env) error {
 	fs := config.New(p.name("events")+" <entity> <id>", "List the stored events of one entity (through the HTTP API).", env.Stderr)
 	var (
 		addr   string
+		token  string
 		asJSON bool
 	)
 	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
+	registerToken(fs, &token)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	fs.Local("json")
 	if err := parseWithArgs(fs, args, env); err != nil {
@@ -301,7 +307,7 @@ func (p Program) Events(ctx context.Context, args []string, env Env) error {
 	var out struct {
 		Events []httpapi.EventJSON `json:"events"`
 	}
-	if err := apiGet(ctx, addr, "/v1/entities/"+url.PathEscape(typ)+"/"+id.String()+"/events", &out); err != nil {
+	if err := apiGet(ctx, addr, token, "/v1/entities/"+url.PathEscape(typ)+"/"+id.String()+"/events", &out); err != nil {
 		return err
 	}
 	if asJSON {

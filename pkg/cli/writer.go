@@ -36,12 +36,14 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 		cache    int
 		snapN    int64
 		lim      limitFlags
+		ha       httpAuthFlags
 		gf       groupFlags
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
 	c.register(fs)
 	l.register(fs)
+	ha.register(fs)
 	entities := p.entitiesFlag(fs, "entity types the writer accepts commands for, comma-separated")
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address (entities, commands, /healthz, /readyz, /metrics)")
 	fs.StringVar(&group, "group", "eventlog-writer", "Kafka consumer group of the writers")
@@ -72,6 +74,10 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer ln.Close()
+	auth, err := ha.auth(ln)
+	if err != nil {
+		return err
+	}
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err
@@ -92,12 +98,12 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg)}
+	api := &httpapi.Server{Log: log, Metrics: metrics.Handler(reg), Info: httpapi.Info{Program: p.Name, Service: "writer"}}
 	w.API(api)
 	log.Info("writer started", "http", ln.Addr().String(), "store", backend.Name, "kafka", k.brokers.String(), "entities", strings.Join(d.EntityTypes(), ","))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
-	g.Go(func() error { return serve(gctx, ln, api.Handler(), log) })
+	g.Go(func() error { return serve(gctx, ln, api, auth, log) })
 	err = g.Wait()
 	log.Info("writer stopped")
 	return err

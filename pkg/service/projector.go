@@ -392,6 +392,14 @@ func (p *Projector) stalled(ctx context.Context) error {
 // API adds the projector's routes and readiness checks to s.
 func (p *Projector) API(s *httpapi.Server) {
 	s.Ready = append(s.Ready, p.cfg.Backend.Ready, p.stalled)
+	s.Info.AddTypes(typeInfo(p.domain, nil)...)
+	if p.cfg.ReadModel != nil {
+		s.Info.ReadModelTypes = p.domain.GenericTypes()
+	}
+	s.Info.Projections = make([]string, 0, len(p.runs))
+	for _, r := range p.runs {
+		s.Info.Projections = append(s.Info.Projections, r.runner.Name())
+	}
 	prev := s.Extra
 	s.Extra = func(mux *httpapi.Mux) {
 		if prev != nil {

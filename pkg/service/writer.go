@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,6 +114,7 @@ type Writer struct {
 	commander *kafka.Commander
 	entities  *httpapi.Entities
 	registry  *command.Registry
+	domain    *Domain
 }
 
 // NewWriter builds the writer service and creates its topics.
@@ -136,7 +138,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	types := d.EntityTypes()
 	mapper := events.NewMapper(reg.Events(), cfg.MapperOptions...)
-	w := &Writer{cfg: cfg, registry: reg}
+	w := &Writer{cfg: cfg, registry: reg, domain: d}
 
 	onBatch := cfg.OnBatch
 	if cfg.Metrics != nil {
@@ -278,6 +280,7 @@ func (w *Writer) API(s *httpapi.Server) {
 	s.Entities = w.entities
 	s.Commands = commandSender{w.commander}
 	s.CommandTimeout = w.cfg.CommandTimeout
+	s.Info.AddTypes(typeInfo(w.domain, w.registry)...)
 	s.Ready = append(s.Ready, w.cfg.Backend.Ready, func(ctx context.Context) error {
 		if err := w.client.Ping(ctx); err != nil {
 			return fmt.Errorf("kafka: %w", err)
@@ -332,4 +335,22 @@ type commandSender struct{ c *kafka.Commander }
 
 func (s commandSender) Send(ctx context.Context, cmd wire.Command) (wire.Result, error) {
 	return s.c.Do(ctx, cmd)
+}
+
+// typeInfo describes the domain's entity types, with their commands if reg
+// is not nil.
+func typeInfo(d *Domain, reg *command.Registry) []httpapi.TypeInfo {
+	generic := d.GenericTypes()
+	var out []httpapi.TypeInfo
+	for _, typ := range d.EntityTypes() {
+		t := httpapi.TypeInfo{Name: typ, Kind: httpapi.KindAggregate}
+		if slices.Contains(generic, typ) {
+			t.Kind = httpapi.KindAttributes
+		}
+		if reg != nil {
+			t.Commands = reg.Commands(typ)
+		}
+		out = append(out, t)
+	}
+	return out
 }
