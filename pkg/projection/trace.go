@@ -46,7 +46,6 @@ func (r *Runner) startTrace(ctx context.Context, b *batch) *batchTrace {
 		it := &e.item
 		attrs := append(tracing.Kafka(e.rec.Topic, e.rec.Partition, e.rec.Offset),
 			tracing.KeyMessagingOperationType.String(tracing.OperationProcess),
-			tracing.KeyMessagingConsumerGroup.String(r.cfg.Name),
 			tracing.KeyProjection.String(r.cfg.Name),
 			tracing.KeySequenceID.String(it.SequenceID.String()),
 			tracing.KeyPosition.Int64(it.Position),

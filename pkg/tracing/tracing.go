@@ -44,12 +44,10 @@ const maxLinks = 128
 const (
 	KeyMessagingSystem        = attribute.Key("messaging.system")
 	KeyMessagingOperationType = attribute.Key("messaging.operation.type")
-	KeyMessagingOperationName = attribute.Key("messaging.operation.name")
 	KeyMessagingDestination   = attribute.Key("messaging.destination.name")
 	KeyMessagingPartition     = attribute.Key("messaging.destination.partition.id")
 	KeyMessagingOffset        = attribute.Key("messaging.kafka.offset")
 	KeyMessagingBatchCount    = attribute.Key("messaging.batch.message_count")
-	KeyMessagingConsumerGroup = attribute.Key("messaging.consumer.group.name")
 
 	KeyCommandID      = attribute.Key("eventlog.command.id")
 	KeyCommandType    = attribute.Key("eventlog.command.type")

@@ -10,6 +10,10 @@
 // (items of topic DeadLetterItemTopic) to "<prefix>.dead-letters". A crash
 // between the commit and the publish therefore loses nothing.
 //
+// Records may carry a W3C traceparent header (HeaderTraceParent), which
+// ParseTraceParent and TraceParent read without a tracing library: a
+// command's is stored with what it produced and sent on with it.
+//
 // The package does no I/O.
 package wire
 
