@@ -17,7 +17,7 @@ import (
 // decide adds one record's outcome to b.
 func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uuid.UUID]lookup) error {
 	if x.err != nil {
-		x.outcome = outcomeDeadLetter
+		x.traced(outcomeDeadLetter, 0, 0)
 		return deadLetter(b, x, x.err.Error(), lookups[wire.DeadLetterID(x.rec.Topic, x.rec.Partition, x.rec.Offset)])
 	}
 	c := x.cmd.CommandID
@@ -36,7 +36,7 @@ func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uui
 			SequenceID: c, Position: a.next, Topic: wire.ResultItemTopic, State: a.state, Codec: a.codec, TraceParent: x.trace,
 		})
 		a.next++
-		x.outcome = outcomeDuplicate
+		x.traced(outcomeDuplicate, 0, 0)
 		b.stats.Duplicates++
 		return nil
 	}
@@ -55,7 +55,7 @@ func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uui
 	for i := range evItems {
 		evItems[i].TraceParent = x.trace
 	}
-	x.traced(res.Status, res.Version, len(evItems))
+	x.traced(string(res.Status), res.Version, len(evItems))
 	b.items = append(b.items, evItems...)
 	b.items = append(b.items, it)
 	b.results[c] = &answered{state: it.State, codec: it.Codec, next: 1}
@@ -180,7 +180,7 @@ func (w *Writer) collision(ctx context.Context, b *batch, x *input, reason strin
 	if err != nil {
 		return err
 	}
-	x.outcome = outcomeDeadLetter
+	x.traced(outcomeDeadLetter, 0, 0)
 	return deadLetter(b, x, reason, lk)
 }
 

@@ -78,7 +78,7 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 	}
 	held, err := w.settle(ctx)
 	if err != nil {
-		tr.end(in, nil, err)
+		tr.end(nil, err)
 		return err
 	}
 	if len(records) == 0 {
@@ -89,7 +89,7 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 		// that was made again: apply the records as without Pipeline.
 		st := BatchStats{Records: len(records)}
 		err := w.handleInputs(ctx, in, tr, &st)
-		tr.end(in, &st, err)
+		tr.end(&st, err)
 		st.Duration = time.Since(start)
 		st.Err = err
 		w.report(st)
@@ -98,7 +98,7 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 	if b.empty() {
 		st.Skipped = b.stats.Skipped
 		st.Duration = time.Since(start)
-		tr.end(in, &st, nil)
+		tr.end(&st, nil)
 		w.report(st)
 		return nil
 	}
@@ -107,7 +107,7 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 	np := &pending{records: records, in: in, tr: tr, b: b, st: b.stats, start: start, cancel: cancel, done: make(chan struct{})}
 	if !w.goBackground(cancel, func() { w.store(cctx, np) }) {
 		cancel()
-		tr.end(in, nil, ErrClosed)
+		tr.end(nil, ErrClosed)
 		return ErrClosed
 	}
 	w.pending = np
@@ -121,7 +121,7 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 func (w *Writer) store(ctx context.Context, np *pending) {
 	defer close(np.done)
 	defer func() { np.end = time.Now() }()
-	defer func() { np.tr.end(np.in, &np.st, np.err) }()
+	defer func() { np.tr.end(&np.st, np.err) }()
 	t0 := time.Now()
 	cctx, span := np.tr.step(ctx, tracing.SpanWriterCommit, 1)
 	err := w.commit(cctx, np.b)

@@ -29,10 +29,9 @@ type input struct {
 	// trace is the trace context its items carry: the record's traceparent
 	// header or, when the writer traces, that of the record's span.
 	trace string
-	// The outcome of the last attempt that decided it, for its span.
-	outcome string
-	version int64
-	events  int
+	// span, when the writer traces, is the record's span and the outcome
+	// the last attempt decided for it.
+	span *cmdSpan
 }
 
 type partitionKey struct {
@@ -165,7 +164,9 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 		maps.Copy(b.writtenBy, prev.writtenBy)
 	}
 	for i := range in {
-		in[i].outcome = "" // what an earlier attempt decided
+		if s := in[i].span; s != nil {
+			s.outcome = "" // what an earlier attempt decided
+		}
 	}
 	t0 := time.Now()
 	live, err := w.skipApplied(ctx, b, in, readTracking, prev)

@@ -6,7 +6,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/pkg/tracing"
-	"github.com/eventlog/eventlog/pkg/wire"
 )
 
 // Outcomes of a record that has no result of its own, as its command span
@@ -25,7 +24,15 @@ const (
 type batchTrace struct {
 	t     trace.Tracer
 	batch trace.Span
-	cmds  []trace.Span // by input index; nil for repeated records
+	cmds  []cmdSpan // by input index; no span for repeated records
+}
+
+// cmdSpan is a record's span and what the last attempt decided for it.
+type cmdSpan struct {
+	span    trace.Span
+	outcome string
+	version int64
+	events  int
 }
 
 // startTrace starts the spans of a batch and sets each input's trace
@@ -35,7 +42,7 @@ func (w *Writer) startTrace(ctx context.Context, in []input) *batchTrace {
 	if w.tracer == nil || len(in) == 0 {
 		return nil
 	}
-	tr := &batchTrace{t: w.tracer, cmds: make([]trace.Span, len(in))}
+	tr := &batchTrace{t: w.tracer, cmds: make([]cmdSpan, len(in))}
 	bctx, batch := w.tracer.Start(ctx, tracing.SpanWriterBatch,
 		trace.WithAttributes(tracing.KeyMessagingBatchCount.Int(len(in))))
 	tr.batch = batch
@@ -58,7 +65,8 @@ func (w *Writer) startTrace(ctx context.Context, in []input) *batchTrace {
 		}
 		_, span := w.tracer.Start(tracing.WithParent(ctx, x.trace), tracing.SpanWriterCommand,
 			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batchLink), trace.WithAttributes(attrs...))
-		tr.cmds[i] = span
+		tr.cmds[i].span = span
+		x.span = &tr.cmds[i]
 		x.trace = tracing.TraceParent(span.SpanContext())
 		links.AddContext(span.SpanContext())
 	}
@@ -85,27 +93,27 @@ func endStep(span trace.Span, err error) {
 
 // end ends the batch's spans: each record's with its outcome, all of them
 // failed with err if the batch was not stored.
-func (tr *batchTrace) end(in []input, st *BatchStats, err error) {
+func (tr *batchTrace) end(st *BatchStats, err error) {
 	if tr == nil {
 		return
 	}
-	for i, span := range tr.cmds {
-		if span == nil {
+	for i := range tr.cmds {
+		c := &tr.cmds[i]
+		if c.span == nil {
 			continue
 		}
-		x := &in[i]
 		switch {
 		case err != nil:
-		case x.outcome == "":
-			span.SetAttributes(tracing.KeyCommandStatus.String(outcomeSkipped))
+		case c.outcome == "":
+			c.span.SetAttributes(tracing.KeyCommandStatus.String(outcomeSkipped))
 		default:
-			span.SetAttributes(tracing.KeyCommandStatus.String(x.outcome))
-			if x.outcome != outcomeDeadLetter && x.outcome != outcomeDuplicate {
-				span.SetAttributes(tracing.KeyEntityVersion.Int64(x.version), tracing.KeyEvents.Int(x.events))
+			c.span.SetAttributes(tracing.KeyCommandStatus.String(c.outcome))
+			if c.outcome != outcomeDeadLetter && c.outcome != outcomeDuplicate {
+				c.span.SetAttributes(tracing.KeyEntityVersion.Int64(c.version), tracing.KeyEvents.Int(c.events))
 			}
 		}
-		tracing.Fail(span, err)
-		span.End()
+		tracing.Fail(c.span, err)
+		c.span.End()
 	}
 	if st != nil {
 		tr.batch.SetAttributes(
@@ -119,8 +127,9 @@ func (tr *batchTrace) end(in []input, st *BatchStats, err error) {
 	tr.batch.End()
 }
 
-// traced records the outcome of x for its span (with or without tracing:
-// it is a few stores).
-func (x *input) traced(status wire.Status, version int64, events int) {
-	x.outcome, x.version, x.events = string(status), version, events
+// traced records the outcome of x for its span, if it has one.
+func (x *input) traced(outcome string, version int64, events int) {
+	if s := x.span; s != nil {
+		s.outcome, s.version, s.events = outcome, version, events
+	}
 }

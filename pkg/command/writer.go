@@ -202,7 +202,7 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 	tr := w.startTrace(ctx, in)
 	st.Decide += time.Since(t0)
 	err := w.handleInputs(ctx, in, tr, st)
-	tr.end(in, st, err)
+	tr.end(st, err)
 	return err
 }
 
