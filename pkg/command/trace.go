@@ -53,18 +53,21 @@ func (w *Writer) startTrace(ctx context.Context, in []input) *batchTrace {
 		if x.dup {
 			continue
 		}
-		r := x.rec
-		attrs := append(tracing.Kafka(r.Topic, r.Partition, r.Offset),
-			tracing.KeyMessagingOperationType.String(tracing.OperationProcess))
-		if x.err == nil {
-			attrs = append(attrs,
-				tracing.KeyCommandID.String(x.cmd.CommandID.String()),
-				tracing.KeyCommandType.String(x.cmd.Type),
-				tracing.KeyEntity.String(x.cmd.Entity),
-				tracing.KeyEntityID.String(x.cmd.EntityID.String()))
-		}
 		_, span := w.tracer.Start(tracing.WithParent(ctx, x.trace), tracing.SpanWriterCommand,
-			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batchLink), trace.WithAttributes(attrs...))
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batchLink))
+		if span.IsRecording() { // no attributes for a span not sampled
+			r := x.rec
+			attrs := append(tracing.Kafka(r.Topic, r.Partition, r.Offset),
+				tracing.KeyMessagingOperationType.String(tracing.OperationProcess))
+			if x.err == nil {
+				attrs = append(attrs,
+					tracing.KeyCommandID.String(x.cmd.CommandID.String()),
+					tracing.KeyCommandType.String(x.cmd.Type),
+					tracing.KeyEntity.String(x.cmd.Entity),
+					tracing.KeyEntityID.String(x.cmd.EntityID.String()))
+			}
+			span.SetAttributes(attrs...)
+		}
 		tr.cmds[i].span = span
 		x.span = &tr.cmds[i]
 		x.trace = tracing.TraceParent(span.SpanContext())
@@ -103,14 +106,14 @@ func (tr *batchTrace) end(st *BatchStats, err error) {
 			continue
 		}
 		switch {
-		case err != nil:
+		case err != nil || !c.span.IsRecording():
 		case c.outcome == "":
 			c.span.SetAttributes(tracing.KeyCommandStatus.String(outcomeSkipped))
-		default:
+		case c.outcome == outcomeDeadLetter || c.outcome == outcomeDuplicate:
 			c.span.SetAttributes(tracing.KeyCommandStatus.String(c.outcome))
-			if c.outcome != outcomeDeadLetter && c.outcome != outcomeDuplicate {
-				c.span.SetAttributes(tracing.KeyEntityVersion.Int64(c.version), tracing.KeyEvents.Int(c.events))
-			}
+		default:
+			c.span.SetAttributes(tracing.KeyCommandStatus.String(c.outcome),
+				tracing.KeyEntityVersion.Int64(c.version), tracing.KeyEvents.Int(c.events))
 		}
 		tracing.Fail(c.span, err)
 		c.span.End()

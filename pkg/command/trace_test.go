@@ -177,3 +177,25 @@ func attr(s tracetest.SpanStub, k attribute.Key) string {
 	}
 	return ""
 }
+
+// A trace that is not sampled still goes on: the items carry a context of
+// the writer's (flags 00) in the record's trace, and nothing is exported.
+func TestWriterSpanNotSampled(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	e := newEnv(t, command.WriterConfig{TracerProvider: tp})
+	const unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	id := uuid.New()
+	e.handle(e.w, withTraceParent(e.record(0, cmd("create", "example", id, `{"foo":"bar"}`)), unsampled))
+	tps := traceOf(e)[id]
+	if len(tps) != 1 {
+		t.Fatalf("items of %s: %q", id, tps)
+	}
+	sc := tracing.SpanContext(tps[0])
+	if sc.TraceID() != tracing.SpanContext(unsampled).TraceID() || sc.SpanID() == tracing.SpanContext(unsampled).SpanID() || sc.IsSampled() {
+		t.Fatalf("items carry %s, want a span of the writer's in trace %s, not sampled", tps[0], unsampled)
+	}
+	if n := len(exp.GetSpans()); n != 0 {
+		t.Fatalf("%d spans exported of a trace not sampled", n)
+	}
+}

@@ -44,15 +44,17 @@ func (r *Runner) startTrace(ctx context.Context, b *batch) *batchTrace {
 			continue
 		}
 		it := &e.item
-		attrs := append(tracing.Kafka(e.rec.Topic, e.rec.Partition, e.rec.Offset),
-			tracing.KeyMessagingOperationType.String(tracing.OperationProcess),
-			tracing.KeyProjection.String(r.cfg.Name),
-			tracing.KeySequenceID.String(it.SequenceID.String()),
-			tracing.KeyPosition.Int64(it.Position),
-			tracing.KeyEventTopic.String(it.Topic),
-			tracing.KeyNotificationID.Int64(it.NotificationID))
 		_, span := r.tracer.Start(tracing.WithParent(ctx, it.TraceParent), tracing.SpanProjectionApply,
-			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batchLink), trace.WithAttributes(attrs...))
+			trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(batchLink))
+		if span.IsRecording() { // no attributes for a span not sampled
+			span.SetAttributes(append(tracing.Kafka(e.rec.Topic, e.rec.Partition, e.rec.Offset),
+				tracing.KeyMessagingOperationType.String(tracing.OperationProcess),
+				tracing.KeyProjection.String(r.cfg.Name),
+				tracing.KeySequenceID.String(it.SequenceID.String()),
+				tracing.KeyPosition.Int64(it.Position),
+				tracing.KeyEventTopic.String(it.Topic),
+				tracing.KeyNotificationID.Int64(it.NotificationID))...)
+		}
 		tr.spans[i] = span
 		it.TraceParent = tracing.TraceParent(span.SpanContext())
 		links.AddContext(span.SpanContext())
@@ -87,7 +89,7 @@ func (tr *batchTrace) end(b *batch, out *outcome, err error) {
 		if span == nil {
 			continue
 		}
-		if err == nil && b.entries[i].outcome != "" {
+		if err == nil && b.entries[i].outcome != "" && span.IsRecording() {
 			span.SetAttributes(tracing.KeyOutcome.String(b.entries[i].outcome))
 		}
 		tracing.Fail(span, err)
