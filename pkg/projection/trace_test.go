@@ -116,7 +116,7 @@ func TestRunnerSpans(t *testing.T) {
 func value(s tracetest.SpanStub, k attribute.Key) string {
 	for _, kv := range s.Attributes {
 		if kv.Key == k {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
