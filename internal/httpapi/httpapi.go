@@ -33,6 +33,7 @@ import (
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -306,6 +307,10 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
+	if tp := wire.TraceParent([]byte(r.Header.Get(wire.HeaderTraceParent))); tp != "" {
+		// The command record carries the request's trace context on.
+		ctx = tracing.WithParent(ctx, tp)
+	}
 	res, err := s.Commands.Send(ctx, cmd)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

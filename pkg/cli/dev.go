@@ -74,6 +74,11 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := p.startTracing(ctx, "dev", env, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	b, err := broker.Start(broker.Config{Addr: brokerAddr, DataDir: dataDir, Partitions: partitions})
 	if err != nil {
 		return err
@@ -93,7 +98,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	reg := metrics.New()
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg,
-		MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity, RelayAtLeastOnce: !relayTx,
+		MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity, RelayAtLeastOnce: !relayTx, TracerProvider: tp,
 	})
 	if err != nil {
 		return err
@@ -102,7 +107,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
 	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
-		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg}, true, api)
+		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp}, true, api)
 		if err != nil {
 			return err
 		}

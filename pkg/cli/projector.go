@@ -101,6 +101,11 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := p.startTracing(ctx, "projector", env, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	s.migrate = true
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
@@ -120,7 +125,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 			consumers = 4 // the default partition count
 		}
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, NoDomainModels: policies == "off", Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, NoDomainModels: policies == "off", Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session, TracerProvider: tp}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)

@@ -78,6 +78,11 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
+	tp, stopTracing, err := p.startTracing(ctx, "writer", env, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err
@@ -93,7 +98,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	w, err := service.NewWriter(ctx, service.WriterConfig{
 		Backend: backend, Kafka: k.service(log), Domain: d, Group: group, MapperOptions: mopts,
 		CacheSize: cache, SnapshotEvery: snapN, NoRelay: noRelay, Log: log, Metrics: reg, MaxCommandSize: lim.maxCommand, EntityLimits: lim.entity,
-		SessionTimeout: gf.session, RelayAtLeastOnce: !relayTx,
+		SessionTimeout: gf.session, RelayAtLeastOnce: !relayTx, TracerProvider: tp,
 	})
 	if err != nil {
 		return err

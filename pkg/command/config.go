@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -96,6 +98,14 @@ type WriterConfig struct {
 	// Flush, stops a transaction or retries still running, before the store
 	// is closed.
 	Pipeline bool
+	// TracerProvider, if set, traces the writer's batches (see package
+	// tracing): a span for each batch, with one for deciding and one for
+	// committing each attempt, and one for each record, which continues the
+	// trace of the record's traceparent header, or starts one, and whose
+	// trace context the record's events and result carry to the relay. The
+	// default, nil, starts no span; the items then carry the trace context
+	// their records came with, unchanged.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *WriterConfig) setDefaults() {

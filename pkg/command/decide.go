@@ -17,6 +17,7 @@ import (
 // decide adds one record's outcome to b.
 func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uuid.UUID]lookup) error {
 	if x.err != nil {
+		x.traced(outcomeDeadLetter, 0, 0)
 		return deadLetter(b, x, x.err.Error(), lookups[wire.DeadLetterID(x.rec.Topic, x.rec.Partition, x.rec.Offset)])
 	}
 	c := x.cmd.CommandID
@@ -32,9 +33,10 @@ func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uui
 	}
 	if a != nil { // a duplicate: publish the original result again
 		b.items = append(b.items, store.SequencedItem{
-			SequenceID: c, Position: a.next, Topic: wire.ResultItemTopic, State: a.state, Codec: a.codec,
+			SequenceID: c, Position: a.next, Topic: wire.ResultItemTopic, State: a.state, Codec: a.codec, TraceParent: x.trace,
 		})
 		a.next++
+		x.traced(outcomeDuplicate, 0, 0)
 		b.stats.Duplicates++
 		return nil
 	}
@@ -49,6 +51,11 @@ func (w *Writer) decide(ctx context.Context, b *batch, x *input, lookups map[uui
 	if err != nil {
 		return fmt.Errorf("encode result of %s: %w", c, err)
 	}
+	it.TraceParent = x.trace
+	for i := range evItems {
+		evItems[i].TraceParent = x.trace
+	}
+	x.traced(string(res.Status), res.Version, len(evItems))
 	b.items = append(b.items, evItems...)
 	b.items = append(b.items, it)
 	b.results[c] = &answered{state: it.State, codec: it.Codec, next: 1}
@@ -173,6 +180,7 @@ func (w *Writer) collision(ctx context.Context, b *batch, x *input, reason strin
 	if err != nil {
 		return err
 	}
+	x.traced(outcomeDeadLetter, 0, 0)
 	return deadLetter(b, x, reason, lk)
 }
 
@@ -196,6 +204,7 @@ func deadLetter(b *batch, x *input, reason string, lk lookup) error {
 	if err != nil {
 		return fmt.Errorf("encode dead letter of %s/%d/%d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
+	it.TraceParent = x.trace
 	b.items = append(b.items, it)
 	b.stats.DeadLetters++
 	b.dead = append(b.dead, deadNote{r, reason})

@@ -53,7 +53,9 @@
 //   - Determinism. Deciding a batch again after a rollback produces the same
 //     items, provided the records carry timestamps (events are stamped with their
 //     record's timestamp) and no cipher is configured (encryption uses random
-//     nonces).
+//     nonces). A batch handled again in another HandleBatch call (after a
+//     crash, or a failed pipelined transaction) with tracing on gives the
+//     commands that came without a traceparent another trace context.
 //   - Errors. HandleBatch returns an error only when it stored nothing: a store
 //     error (call it again with the same batch), an error wrapping
 //     store.ErrTrackingConflict (the offsets were applied by another writer: seek
@@ -127,6 +129,19 @@
 // Pipelining pays where the store's transaction leaves the CPU idle (a remote
 // database, the commit's flush); on a machine whose cores the database and the
 // writer share, deciding and storing compete for them and it gains little.
+//
+// # Tracing
+//
+// A command record's traceparent header (W3C trace context, package wire)
+// is stored with everything its command produced: its events, its result
+// and its dead letter (events.SequencedItem.TraceParent), and the relay
+// sends it on as their records' traceparent header. A malformed header is
+// ignored. With WriterConfig.TracerProvider the writer also traces (see
+// package tracing for the names and attributes): a span per batch, with a
+// decide and a commit span per attempt, and a span per record that
+// continues the record's trace, or starts one, and links to the batch span;
+// the items then carry that span's context instead. Without a provider no
+// span is started and the header is only read and carried.
 //
 // # Wiring
 //

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/eventlog/eventlog/internal/backoff"
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -22,6 +23,8 @@ const (
 // and is settled by the next (or by Flush): with WriterConfig.Pipeline.
 type pending struct {
 	records []wire.Record // to apply again if the transaction fails
+	in      []input       // the records decoded, with their trace contexts
+	tr      *batchTrace   // ended when the batch is stored or given up
 	b       *batch
 	start   time.Time
 	cancel  context.CancelFunc
@@ -55,21 +58,27 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 		prev    *batch // the plan of the batch still committing, planned on
 		planErr error
 		st      = BatchStats{Records: len(records)}
+		in      []input
+		tr      *batchTrace
 	)
 	if len(records) > 0 {
 		t0 := time.Now()
-		in := w.decode(records)
+		in = w.decode(records)
+		tr = w.startTrace(ctx, in)
 		st.Decide = time.Since(t0)
 		if w.pending != nil {
 			prev = w.pending.b
 		}
-		b, planErr = w.plan(ctx, in, nil, false, prev)
+		dctx, span := tr.step(ctx, tracing.SpanWriterDecide, 1)
+		b, planErr = w.plan(dctx, in, nil, false, prev)
+		endStep(span, planErr)
 		if b != nil {
 			st.Read, st.Decide = b.stats.Read, st.Decide+b.stats.Decide
 		}
 	}
 	held, err := w.settle(ctx)
 	if err != nil {
+		tr.end(nil, err)
 		return err
 	}
 	if len(records) == 0 {
@@ -78,19 +87,27 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 	if planErr != nil || (prev != nil && !held) {
 		// The plan failed, or it assumed a decision of the previous batch
 		// that was made again: apply the records as without Pipeline.
-		return w.handleNow(ctx, records)
+		st := BatchStats{Records: len(records)}
+		err := w.handleInputs(ctx, in, tr, &st)
+		tr.end(&st, err)
+		st.Duration = time.Since(start)
+		st.Err = err
+		w.report(st)
+		return err
 	}
 	if b.empty() {
 		st.Skipped = b.stats.Skipped
 		st.Duration = time.Since(start)
+		tr.end(&st, nil)
 		w.report(st)
 		return nil
 	}
 	b.stats.Records, b.stats.Read, b.stats.Decide = st.Records, st.Read, st.Decide
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	np := &pending{records: records, b: b, st: b.stats, start: start, cancel: cancel, done: make(chan struct{})}
+	np := &pending{records: records, in: in, tr: tr, b: b, st: b.stats, start: start, cancel: cancel, done: make(chan struct{})}
 	if !w.goBackground(cancel, func() { w.store(cctx, np) }) {
 		cancel()
+		tr.end(nil, ErrClosed)
 		return ErrClosed
 	}
 	w.pending = np
@@ -104,8 +121,11 @@ func (w *Writer) handlePipelined(ctx context.Context, records []wire.Record) err
 func (w *Writer) store(ctx context.Context, np *pending) {
 	defer close(np.done)
 	defer func() { np.end = time.Now() }()
+	defer func() { np.tr.end(&np.st, np.err) }()
 	t0 := time.Now()
-	err := w.commit(ctx, np.b)
+	cctx, span := np.tr.step(ctx, tracing.SpanWriterCommit, 1)
+	err := w.commit(cctx, np.b)
+	endStep(span, err)
 	np.st.Append = time.Since(t0)
 	np.st.Attempts = 1
 	if err == nil {
@@ -121,7 +141,7 @@ func (w *Writer) store(ctx context.Context, np *pending) {
 	for attempt := 1; ; attempt++ {
 		w.stats.retries.Add(1)
 		st := BatchStats{Records: len(np.records)}
-		err = w.handle(ctx, np.records, &st)
+		err = w.handleInputs(ctx, np.in, np.tr, &st)
 		np.st = st
 		if err == nil || attempt >= pipelineRetries || ctx.Err() != nil {
 			np.err = err

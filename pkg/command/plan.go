@@ -26,6 +26,12 @@ type input struct {
 	err error     // why the record is not a usable envelope
 	at  time.Time // the time its events are stamped with
 	dup bool      // the same (topic, partition, offset) came earlier in the batch
+	// trace is the trace context its items carry: the record's traceparent
+	// header or, when the writer traces, that of the record's span.
+	trace string
+	// span, when the writer traces, is the record's span and the outcome
+	// the last attempt decided for it.
+	span *cmdSpan
 }
 
 type partitionKey struct {
@@ -56,6 +62,7 @@ func (w *Writer) decode(records []wire.Record) []input {
 			continue
 		}
 		seen[k] = struct{}{}
+		x.trace = wire.TraceParentOf(r.Headers)
 		x.cmd, x.err = wire.DecodeCommand(r.Value, w.cfg.MaxCommandSize)
 		if x.err == nil && x.cmd.CommandID == x.cmd.EntityID {
 			x.err = fmt.Errorf("%w: command_id equals entity_id (the result would share the entity's sequence)", wire.ErrEnvelope)
@@ -155,6 +162,11 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 			b.results[id] = &answered{state: a.state, codec: a.codec, next: a.next}
 		}
 		maps.Copy(b.writtenBy, prev.writtenBy)
+	}
+	for i := range in {
+		if s := in[i].span; s != nil {
+			s.outcome = "" // what an earlier attempt decided
+		}
 	}
 	t0 := time.Now()
 	live, err := w.skipApplied(ctx, b, in, readTracking, prev)

@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -29,6 +31,7 @@ type Writer struct {
 	cache  *aggCache
 	log    *slog.Logger
 	stats  counters
+	tracer trace.Tracer // nil: no tracing
 
 	trackMu sync.Mutex
 	tracked map[partitionKey]int64 // stored tracking of partitions, as this writer last read or committed it
@@ -86,6 +89,7 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 		cache:   newAggCache(cfg.CacheSize),
 		log:     cfg.Logger,
 		tracked: make(map[partitionKey]int64),
+		tracer:  tracing.Tracer(cfg.TracerProvider),
 	}
 	w.life, w.stop = context.WithCancel(context.Background())
 	for name, k := range kinds {
@@ -195,7 +199,16 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 	}
 	t0 := time.Now()
 	in := w.decode(records)
+	tr := w.startTrace(ctx, in)
 	st.Decide += time.Since(t0)
+	err := w.handleInputs(ctx, in, tr, st)
+	tr.end(st, err)
+	return err
+}
+
+// handleInputs is handle after decoding the records (and starting their
+// spans).
+func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) error {
 	bypass := make(map[uuid.UUID]bool)
 	readTracking := false
 	conflicts := 0
@@ -203,7 +216,9 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		b, err := w.plan(ctx, in, bypass, readTracking, nil)
+		dctx, span := tr.step(ctx, tracing.SpanWriterDecide, attempt+1)
+		b, err := w.plan(dctx, in, bypass, readTracking, nil)
+		endStep(span, err)
 		if b != nil {
 			st.Read += b.stats.Read
 			st.Decide += b.stats.Decide
@@ -218,7 +233,9 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 		if err == nil {
 			st.Attempts++
 			t0 := time.Now()
-			err = w.commit(ctx, b)
+			cctx, span := tr.step(ctx, tracing.SpanWriterCommit, attempt+1)
+			err = w.commit(cctx, b)
+			endStep(span, err)
 			st.Append = time.Since(t0)
 			if err == nil {
 				w.committed(ctx, b)
@@ -251,6 +268,6 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-		return fmt.Errorf("command: batch of %d records: %w", len(records), err)
+		return fmt.Errorf("command: batch of %d records: %w", len(in), err)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/kafka"
@@ -207,4 +209,53 @@ func BenchmarkRelayPostgres(b *testing.B) {
 	b.ReportMetric(alo, "at-least-once-events/s")
 	b.ReportMetric(tx, "transactional-events/s")
 	b.ReportMetric(tx/alo, "ratio")
+}
+
+// BenchmarkRelayTracing is BenchmarkRelay, uncompressed, with tracing off,
+// with every item carrying a trace context and tracing off (the relay sends
+// it on as a header), and with tracing on: the SDK, every span sampled, a
+// batch span processor and an exporter that drops what it gets; one span
+// per page of 1,000, linked to the items' trace contexts (one per 10 items,
+// as if commands of 10 events).
+//
+//	go test -run '^$' -bench RelayTracing -benchtime 200000x ./pkg/kafka/
+func BenchmarkRelayTracing(b *testing.B) {
+	for _, mode := range []string{"off", "off-with-traceparent", "on"} {
+		b.Run("tracing="+mode, func(b *testing.B) {
+			c := newCluster(b, 6, "example")
+			rec := memory.New()
+			items := exampleItems("example", 1000, b.N)
+			if mode != "off" {
+				for i := range items {
+					items[i].TraceParent = fmt.Sprintf("00-%032x-%016x-01", i/10+1, i/10+1)
+				}
+			}
+			for i := 0; i < len(items); i += 1000 {
+				if _, err := rec.InsertEvents(context.Background(), items[i:min(i+1000, len(items))]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cfg := kafka.RelayConfig{}
+			if mode == "on" {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+				b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+				cfg.TracerProvider = tp
+			}
+			r := newRelay(b, newRelayClient(b, c), rec, cfg)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start, cpu := time.Now(), processCPU()
+			stop := runRelay(b, r)
+			for r.Stats().LastPublishedID < int64(b.N) {
+				time.Sleep(time.Millisecond)
+			}
+			elapsed, cpu := time.Since(start), processCPU()-cpu
+			b.StopTimer()
+			stop()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			if cpu > 0 {
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/event")
+			}
+		})
+	}
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -236,7 +238,10 @@ func (c *Commander) awaitReady(ctx context.Context) error {
 
 // Send produces cmd to the commands topic, keyed by its entity id, and returns
 // once the broker has acknowledged it. cmd must pass wire.DecodeCommand's
-// checks.
+// checks. If ctx carries an OpenTelemetry span context (a span, or a remote
+// parent such as tracing.WithParent makes of an HTTP request's traceparent),
+// the record carries it as its traceparent header, and the writer continues
+// that trace.
 func (c *Commander) Send(ctx context.Context, cmd wire.Command) error {
 	if err := c.awaitReady(ctx); err != nil {
 		return err
@@ -249,6 +254,9 @@ func (c *Commander) Send(ctx context.Context, cmd wire.Command) error {
 		return err
 	}
 	rec := &kgo.Record{Topic: c.cfg.Topics.Commands(), Key: []byte(cmd.EntityID.String()), Value: b}
+	if tp := tracing.TraceParent(trace.SpanContextFromContext(ctx)); tp != "" {
+		rec.Headers = []kgo.RecordHeader{{Key: wire.HeaderTraceParent, Value: []byte(tp)}}
+	}
 	if err := c.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		return fmt.Errorf("kafka: commander: produce command %s: %w", cmd.CommandID, err)
 	}

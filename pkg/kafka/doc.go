@@ -28,6 +28,13 @@
 //     source-partition 0 and source-offset (its notification id); an
 //     oversized one without its value. Bad data never stops the relay.
 //
+// An item with a trace context (events.SequencedItem.TraceParent, kept by
+// the store) carries it as its record's traceparent header: events, results
+// and the commands a process application sent. A dead letter keeps the
+// original record's headers. With RelayConfig.TracerProvider the relay also
+// starts a span per transaction (or per page, at least once), linked to the
+// items' trace contexts (package tracing).
+//
 // How large a record a topic takes is, with RelayConfig.TopicLimits, the
 // topic's max.message.bytes as the brokers describe it, learned before the
 // relay's first record to the topic (so a dead-letters topic configured for
@@ -226,7 +233,8 @@
 // entity id, and waits for results on the results topic, which it consumes
 // directly from the end offsets at the time its Run started, read_committed.
 // It reads only the command id of each result (ResultCommandID) and decodes
-// the results that are waited for.
+// the results that are waited for. A command sent under a context that
+// carries an OpenTelemetry span context gets it as its traceparent header.
 //
 // # Compression
 //

@@ -82,12 +82,10 @@ func (rt *router) route1(n *store.Notification) (*kgo.Record, routeKind) {
 			return rt.bad(n, err), routeBad
 		}
 		return &kgo.Record{
-			Topic: rt.topics.Results(),
-			Key:   []byte(res.EntityID.String()),
-			Value: n.State,
-			Headers: []kgo.RecordHeader{
-				{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)},
-			},
+			Topic:   rt.topics.Results(),
+			Key:     []byte(res.EntityID.String()),
+			Value:   n.State,
+			Headers: outboxHeaders(n),
 		}, routeResult
 	case wire.CommandItemTopic:
 		c, err := wire.DecodeCommand(n.State, 0)
@@ -95,12 +93,10 @@ func (rt *router) route1(n *store.Notification) (*kgo.Record, routeKind) {
 			return rt.bad(n, err), routeBad
 		}
 		return &kgo.Record{
-			Topic: rt.topics.Commands(),
-			Key:   []byte(c.EntityID.String()),
-			Value: n.State,
-			Headers: []kgo.RecordHeader{
-				{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)},
-			},
+			Topic:   rt.topics.Commands(),
+			Key:     []byte(c.EntityID.String()),
+			Value:   n.State,
+			Headers: outboxHeaders(n),
 		}, routeCommand
 	case wire.DeadLetterItemTopic:
 		d, err := wire.DecodeDeadLetter(n.State)
@@ -148,6 +144,16 @@ func (rt *router) bad(n *store.Notification, err error) *kgo.Record {
 		kgo.RecordHeader{Key: wire.HeaderSourceOffset, Value: strconv.AppendInt(nil, n.ID, 10)},
 	)
 	return &kgo.Record{Topic: rt.topics.DeadLetters(), Key: []byte(n.SequenceID.String()), Value: n.State, Headers: hs}
+}
+
+// outboxHeaders returns the headers of a result or a command a process
+// sent: notification-id and, if the item has one, traceparent.
+func outboxHeaders(n *store.Notification) []kgo.RecordHeader {
+	nid := kgo.RecordHeader{Key: wire.HeaderNotificationID, Value: strconv.AppendInt(nil, n.ID, 10)}
+	if n.TraceParent == "" {
+		return []kgo.RecordHeader{nid}
+	}
+	return []kgo.RecordHeader{nid, {Key: wire.HeaderTraceParent, Value: []byte(n.TraceParent)}}
 }
 
 func eventHeaders(n *store.Notification) []kgo.RecordHeader {

@@ -11,8 +11,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -138,6 +141,14 @@ type RelayConfig struct {
 
 	// Logger receives the relay's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider, if set, traces the relay (see package tracing): a
+	// span for each transaction (transactional mode) or each page of the
+	// log (at-least-once mode), from its read until the broker acknowledged
+	// or committed it, linked to the trace contexts of its items. The
+	// default, nil, starts no span. Either way every record whose item has a
+	// trace context carries it as its traceparent header.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *RelayConfig) setDefaults() {
@@ -280,6 +291,7 @@ type Relay struct {
 	log     *slog.Logger
 	router  router
 	running atomic.Bool
+	tracer  trace.Tracer // nil: no tracing
 
 	mu    sync.Mutex
 	stats RelayStats
@@ -322,6 +334,7 @@ func NewRelay(client *kgo.Client, src RelaySource, cfg RelayConfig) (*Relay, err
 		cfg:    cfg,
 		log:    cfg.Logger.With(logKeyRelay, cfg.Name),
 		router: router{topics: cfg.Topics, unrouted: cfg.UnroutedTopic, maxBytes: int(maxBytes)},
+		tracer: tracing.Tracer(cfg.TracerProvider),
 	}, nil
 }
 
@@ -408,6 +421,9 @@ type page struct {
 
 	mu  sync.Mutex
 	err error
+
+	// span, at-least-once mode with tracing, ends when the page is done.
+	span trace.Span
 }
 
 func newPage(last int64, records int, failed *atomic.Bool) *page {
@@ -436,6 +452,11 @@ func (p *page) finish(err error) {
 // release drops one pending count without an outcome.
 func (p *page) release() {
 	if p.pending.Add(-1) == 0 {
+		if p.span != nil {
+			tracing.Fail(p.span, p.failure())
+			p.span.SetAttributes(tracing.KeyRecords.Int64(p.acked.Load()))
+			p.span.End()
+		}
 		close(p.done)
 	}
 }
@@ -598,6 +619,9 @@ func (l *leader) publishPage() (int, error) {
 	}
 	last := ns[len(ns)-1].ID
 	p := newPage(last, len(recs), &l.failed)
+	if r.tracer != nil {
+		p.span = r.startSpan(l.held, tracing.SpanRelayPage, ns, "")
+	}
 	for i, rec := range recs {
 		if l.failed.Load() {
 			// A record failed: producing more could put a later event of a
@@ -819,6 +843,37 @@ wait:
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(l.held), 5*time.Second)
 		defer cancel()
 		l.save(ctx)
+	}
+}
+
+// startSpan starts a span of the relay over notifications ns, linked to
+// their items' trace contexts.
+func (r *Relay) startSpan(ctx context.Context, name string, ns []store.Notification, txnID string) trace.Span {
+	attrs := []attribute.KeyValue{
+		tracing.KeyMessagingSystem.String(tracing.MessagingKafka),
+		tracing.KeyMessagingOperationType.String(tracing.OperationSend),
+	}
+	if txnID != "" {
+		attrs = append(attrs, tracing.KeyTransactional.String(txnID))
+	}
+	var links tracing.Links
+	if len(ns) > 0 {
+		attrs = append(attrs, tracing.KeyFirstID.Int64(ns[0].ID), tracing.KeyLastID.Int64(ns[len(ns)-1].ID), tracing.KeyItems.Int(len(ns)))
+		linkItems(&links, ns)
+	}
+	_, span := r.tracer.Start(context.WithoutCancel(ctx), name, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithNewRoot(), trace.WithAttributes(attrs...), links.Option())
+	return span
+}
+
+// linkItems adds the trace contexts of ns to links.
+func linkItems(links *tracing.Links, ns []store.Notification) {
+	prev := ""
+	for i := range ns {
+		if tp := ns[i].TraceParent; tp != "" && tp != prev { // a command's items come together
+			links.Add(tp)
+			prev = tp
+		}
 	}
 }
 

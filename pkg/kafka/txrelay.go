@@ -13,8 +13,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/tracing"
 )
 
 // ErrTransactionsRefused reports that the broker refuses the relay's
@@ -278,6 +280,20 @@ func (l *txLeader) prepare() error {
 // caught up). Any failure aborts the transaction and sets l.stale.
 func (l *txLeader) transaction() (caughtUp bool, err error) {
 	r, p := l.r, l.prod
+	var (
+		span  trace.Span
+		links tracing.Links
+		first int64
+	)
+	// With tracing, the span starts with the first page read: an empty
+	// transaction (a poll that finds nothing) has none.
+	defer func() {
+		if span != nil {
+			links.AddTo(span)
+			tracing.Fail(span, err)
+			span.End()
+		}
+	}()
 	if err := p.BeginTransaction(); err != nil {
 		l.dropProducer()
 		l.stale = true
@@ -296,6 +312,13 @@ func (l *txLeader) transaction() (caughtUp bool, err error) {
 			var recs []*kgo.Record
 			var sk, bd int64
 			recs, sk, bd, err = r.records(l.held, l.known, ns)
+			if err == nil && r.tracer != nil {
+				if span == nil {
+					span = r.startSpan(l.held, tracing.SpanRelayTransaction, nil, l.id)
+					first = ns[0].ID
+				}
+				linkItems(&links, ns)
+			}
 			if err == nil {
 				pg := newPage(ns[len(ns)-1].ID, len(recs), &l.failed)
 				l.produce(pg, recs)
@@ -359,6 +382,10 @@ func (l *txLeader) transaction() (caughtUp bool, err error) {
 	}
 	l.acked = last
 	l.backoff = 0
+	if span != nil {
+		span.SetAttributes(tracing.KeyFirstID.Int64(first), tracing.KeyLastID.Int64(last),
+			tracing.KeyItems.Int(read), tracing.KeyRecords.Int(records))
+	}
 	r.update(func(s *RelayStats) {
 		s.Published += int64(records)
 		s.Transactions++

@@ -134,6 +134,18 @@
 //     as an item read from the source (which is stored once however often it
 //     is read). The policy does not see it.
 //
+// # Tracing
+//
+// ItemOf reads an event record's traceparent header into the item's
+// TraceParent, so a policy sees the trace context of the command that
+// produced the event (sqlmodel's Tx.Emit gives it to the commands it
+// sends). With Config.TracerProvider, HandleBatch is traced (package
+// tracing): a batch span, a span per transaction tried, and an apply span
+// per record with a traceparent, which continues that trace, ends once the
+// batch committed (with the record's outcome: applied, duplicate, parked,
+// dead-letter) and whose context the policy then sees as the item's
+// TraceParent. Retries of parked sequences and rebuilds are not traced.
+//
 // Runner is safe for concurrent use; batches handled at the same time should
 // cover different partitions. Policies must be safe for concurrent use if
 // several runners share one.

@@ -79,7 +79,7 @@ func (r *Runner) Retry(ctx context.Context, seq uuid.UUID) (RetryResult, error) 
 	b := newBatch(0)
 	b.ids = []uuid.UUID{seq}
 	b.retry = &retryJob{id: seq}
-	out, err := r.process(ctx, b)
+	out, err := r.process(ctx, b, nil)
 	if err != nil {
 		return RetryResult{}, err
 	}

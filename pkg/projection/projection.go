@@ -16,7 +16,9 @@ import (
 // published it and, for a policy that decodes, the domain event.
 //
 // State is the record's value, not a copy: a policy that keeps it beyond Apply
-// must copy it.
+// must copy it. TraceParent is the trace context the item's effects
+// continue: the record's traceparent header or, when the runner traces, the
+// context of its apply span.
 type Item struct {
 	store.SequencedItem
 	// NotificationID is the item's id in the source store's notification log,

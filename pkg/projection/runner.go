@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -123,6 +125,14 @@ type Config struct {
 	// Logger receives parked sequences (once each), dead letters, retries,
 	// skips and repaired gaps, after they commit. Default: discard.
 	Logger *slog.Logger
+	// TracerProvider, if set, traces HandleBatch (see package tracing): a
+	// span for the batch, one for each transaction tried, and an apply span
+	// for each record with a traceparent header, which continues that trace
+	// and ends when the batch committed (or failed); the policy then sees
+	// the apply span's context as the item's TraceParent, so that what it
+	// sends (sqlmodel's Tx.Emit) continues the trace. The default, nil,
+	// starts no span: items carry their records' traceparent as it came.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -195,7 +205,8 @@ type Runner struct {
 	// sourceIsTarget: gaps are read through the transaction.
 	sourceIsTarget bool
 
-	park bool // Poison is PoisonPark
+	park   bool         // Poison is PoisonPark
+	tracer trace.Tracer // nil: no tracing
 
 	batches, records, applied, duplicates, repaired, dead, retries atomic.Int64
 	parked, parkedEvents, retried, retriedEvents, retryFailures    atomic.Int64
@@ -211,7 +222,7 @@ func NewRunner(target Target, cfg Config) (*Runner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &Runner{target: target, cfg: cfg, park: cfg.Poison == PoisonPark}
+	r := &Runner{target: target, cfg: cfg, park: cfg.Poison == PoisonPark, tracer: tracing.Tracer(cfg.TracerProvider)}
 	if _, ok := target.(store.ParkRecorder); r.park && !ok {
 		return nil, fmt.Errorf("projection %q: target %T cannot park sequences (it is not a store.ParkRecorder): use a store backend, or set Poison", cfg.Name, target)
 	}
@@ -265,6 +276,8 @@ type entry struct {
 	// (parsed is false) or its item does not decode.
 	err    error
 	parsed bool
+	// outcome is what the last attempt did with it, for its span.
+	outcome string
 }
 
 type seqPos struct {
@@ -397,7 +410,9 @@ func (r *Runner) HandleBatch(ctx context.Context, records []wire.Record) error {
 		return nil
 	}
 	b := r.prepare(records)
-	out, err := r.process(ctx, b)
+	tr := r.startTrace(ctx, b)
+	out, err := r.process(ctx, b, tr)
+	tr.end(b, out, err)
 	if err != nil {
 		return err
 	}
@@ -408,13 +423,15 @@ func (r *Runner) HandleBatch(ctx context.Context, records []wire.Record) error {
 // process runs attempts of b until one commits. Each retry takes out one more
 // poison item, or switches to applying one item at a time (which then finds
 // one), or waits out a transient failure of one item, so the batch settles.
-func (r *Runner) process(ctx context.Context, b *batch) (*outcome, error) {
-	for {
+func (r *Runner) process(ctx context.Context, b *batch, tr *batchTrace) (*outcome, error) {
+	for n := 1; ; n++ {
 		var out outcome
-		err := r.target.InTx(ctx, func(tx store.Tx) error {
+		actx, span := tr.attempt(ctx, n)
+		err := r.target.InTx(actx, func(tx store.Tx) error {
 			out = outcome{}
-			return r.attempt(ctx, tx, b, &out)
+			return r.attempt(actx, tx, b, &out)
 		})
+		endAttempt(span, err)
 		if err == nil {
 			return &out, nil
 		}
@@ -586,6 +603,9 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 		}
 	}
 	now := time.Now().UTC()
+	for i := range b.entries {
+		b.entries[i].outcome = "" // what an earlier attempt did
+	}
 	var apply []*entry
 	// take decides what happens to an entry that passed the guard.
 	take := func(e *entry) error {
@@ -593,6 +613,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			if sp := parks[e.item.SequenceID]; sp != nil && sp.parked() && e.item.Position > sp.row.First {
 				if sp.holds(e.item.Position) {
 					out.duplicates++
+					e.outcome = outcomeDuplicate
 				} else {
 					r.parkEntry(sp, e, now)
 				}
@@ -605,6 +626,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 		}
 		if err == nil {
 			apply = append(apply, e)
+			e.outcome = outcomeApplied
 			return nil
 		}
 		switch {
@@ -619,6 +641,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			}
 			first, was := sp.row.First, sp.parked()
 			r.startPark(sp, e, err, now)
+			e.outcome = outcomeParked
 			out.dead = append(out.dead, deadNote{e: e, reason: err, parked: true})
 			if was && e.item.Position < first {
 				// Parked before what was parked already: the events
@@ -628,6 +651,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			return nil
 		}
 		out.dead = append(out.dead, deadNote{e: e, reason: err})
+		e.outcome = outcomeDeadLetter
 		return nil
 	}
 	for i := range b.entries {
@@ -646,6 +670,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			// so that an event is parked at most once.
 			if sp.holds(pos) {
 				out.duplicates++
+				e.outcome = outcomeDuplicate
 				continue
 			}
 			if err := r.fillParked(ctx, tx, sp, sp.row.Last, pos, out, now); err != nil {
@@ -657,6 +682,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 		if sp != nil && sp.row.SkippedAt(pos) {
 			// An operator skipped it: it counts as applied.
 			out.duplicates++
+			e.outcome = outcomeDuplicate
 			if last != nil {
 				last[id] = max(last[id], pos)
 			}
@@ -669,6 +695,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 			}
 			if pos <= l {
 				out.duplicates++
+				e.outcome = outcomeDuplicate
 				continue
 			}
 			if pos > l+1 {
@@ -708,6 +735,7 @@ func (r *Runner) attempt(ctx context.Context, tx store.Tx, b *batch, out *outcom
 
 // parkEntry parks e in sp.
 func (r *Runner) parkEntry(sp *seqPark, e *entry, now time.Time) {
+	e.outcome = outcomeParked
 	it := &e.item
 	ev := store.ParkedEvent{Name: r.cfg.Name, SequencedItem: it.SequencedItem, NotificationID: it.NotificationID, ParkedAt: now}
 	if e.rec != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eventlog/eventlog/internal/httpapi"
@@ -74,6 +75,9 @@ type ProjectorConfig struct {
 	StallAfter time.Duration
 	Log        *slog.Logger
 	Metrics    prometheus.Registerer
+	// TracerProvider, if set, traces every projection's batches
+	// (projection.Config.TracerProvider). Nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 type projectionRun struct {
@@ -180,6 +184,7 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 	add := func(name string, target Backend, policy projection.Policy, source projection.Source, topics []string, unguarded bool) error {
 		r, err := projection.NewRunner(target.Recorder, projection.Config{
 			Name: name, Policy: policy, Mapper: mapper, Source: source, Logger: cfg.Log, Unguarded: unguarded,
+			TracerProvider: cfg.TracerProvider,
 		})
 		if err != nil {
 			return err

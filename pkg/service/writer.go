@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/eventlog/eventlog/internal/httpapi"
@@ -101,6 +102,10 @@ type WriterConfig struct {
 	// handles, with its statistics (see command.WriterConfig.OnBatch). It must
 	// not block.
 	OnBatch func(command.BatchStats)
+	// TracerProvider, if set, traces the writer's batches and the relay
+	// (command.WriterConfig.TracerProvider, kafka.RelayConfig.TracerProvider).
+	// Nil traces nothing; trace contexts that commands bring are carried on.
+	TracerProvider trace.TracerProvider
 }
 
 // Writer is the writer service: it consumes commands, appends their events, and
@@ -154,7 +159,8 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
 		// The consumer calls HandleBatch from one goroutine, and Run
 		// flushes after it.
-		Pipeline: cfg.Pipeline,
+		Pipeline:       cfg.Pipeline,
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err
@@ -188,6 +194,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
 			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: topicLimits, Transactional: !cfg.RelayAtLeastOnce,
 			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
+			TracerProvider: cfg.TracerProvider,
 		})
 		if err != nil {
 			w.client.Close()

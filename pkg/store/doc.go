@@ -27,6 +27,10 @@
 //     position fails with a *TrackingConflictError (ErrTrackingConflict) and
 //     the whole transaction rolls back, which is what makes consumers apply
 //     what they consume exactly once.
+//   - An item's trace context (SequencedItem.TraceParent) is stored with it,
+//     outside its state, and returned with its notification
+//     (SelectNotifications); an item without one comes back without one.
+//     Reads of a sequence need not return it.
 //   - Forgetting a sequence (KeyRecorder.Forget) deletes its data key and its
 //     snapshots and appends its tombstone in one transaction; a forgotten
 //     sequence never gets a key again.

@@ -10,6 +10,10 @@
 // (items of topic DeadLetterItemTopic) to "<prefix>.dead-letters". A crash
 // between the commit and the publish therefore loses nothing.
 //
+// Records may carry a W3C traceparent header (HeaderTraceParent), which
+// ParseTraceParent and TraceParent read without a tracing library: a
+// command's is stored with what it produced and sent on with it.
+//
 // The package does no I/O.
 package wire
 
@@ -67,6 +71,11 @@ const (
 	HeaderTopic          = "topic"
 	HeaderNotificationID = "notification-id"
 	HeaderCodec          = "codec"
+	// HeaderTraceParent is the W3C trace context (a traceparent header,
+	// https://www.w3.org/TR/trace-context/) that commands may carry and that
+	// events, results and the commands process applications send carry on:
+	// see TraceParentOf.
+	HeaderTraceParent = "traceparent"
 )
 
 // Headers of dead-letter records.
@@ -332,10 +341,14 @@ type Record struct {
 var ErrHeaders = errors.New("wire: bad event record headers")
 
 // EventHeaders returns the headers of the event record of an item: sequence-id,
-// position, topic, notification-id (left out if notificationID is negative) and
-// codec.
+// position, topic, notification-id (left out if notificationID is negative),
+// codec and, if the item has one, traceparent.
 func EventHeaders(it events.SequencedItem, notificationID int64) []Header {
-	hs := make([]Header, 0, 5)
+	n := 5
+	if it.TraceParent != "" {
+		n++
+	}
+	hs := make([]Header, 0, n)
 	hs = append(hs,
 		Header{Key: HeaderSequenceID, Value: []byte(it.SequenceID.String())},
 		Header{Key: HeaderPosition, Value: strconv.AppendInt(nil, it.Position, 10)},
@@ -344,14 +357,19 @@ func EventHeaders(it events.SequencedItem, notificationID int64) []Header {
 	if notificationID >= 0 {
 		hs = append(hs, Header{Key: HeaderNotificationID, Value: strconv.AppendInt(nil, notificationID, 10)})
 	}
-	return append(hs, Header{Key: HeaderCodec, Value: []byte(it.Codec)})
+	hs = append(hs, Header{Key: HeaderCodec, Value: []byte(it.Codec)})
+	if it.TraceParent != "" {
+		hs = append(hs, Header{Key: HeaderTraceParent, Value: []byte(it.TraceParent)})
+	}
+	return hs
 }
 
 // DecodeEventHeaders reads the item an event record carries from its headers
 // (everything but the state, which is the record's value) and its notification
 // id. A missing or malformed sequence-id, position, topic or notification-id
 // header fails with an error wrapping ErrHeaders; a missing codec header gives
-// an empty codec, which means JSON.
+// an empty codec, which means JSON. A well-formed traceparent header sets the
+// item's TraceParent (see TraceParent); a malformed one is ignored.
 func DecodeEventHeaders(hs []Header) (it events.SequencedItem, notificationID int64, err error) {
 	var haveSeq, havePos, haveTopic, haveNID bool
 	for _, h := range hs {
@@ -378,6 +396,8 @@ func DecodeEventHeaders(hs []Header) (it events.SequencedItem, notificationID in
 			haveNID = true
 		case HeaderCodec:
 			it.Codec = string(h.Value)
+		case HeaderTraceParent:
+			it.TraceParent = TraceParent(h.Value)
 		}
 	}
 	for _, missing := range []struct {

@@ -188,6 +188,7 @@ func (m message) check(key, value []byte, headers []kgo.RecordHeader) []string {
 // describe.
 func TestContract(t *testing.T) {
 	t.Parallel()
+	const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	k := loadContract(t)
 	var (
 		command    = k.message(t, "Command", false)
@@ -231,7 +232,7 @@ func TestContract(t *testing.T) {
 	for _, c := range cmds {
 		v, _ := json.Marshal(c)
 		recs = append(recs, &kgo.Record{Topic: interop.Topics.Commands(), Key: []byte(c.EntityID.String()), Value: v,
-			Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}}})
+			Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(traceParent)}}})
 	}
 	recs = append(recs,
 		&kgo.Record{Topic: interop.Topics.Commands(), Key: []byte(badKey1), Value: []byte("not json"), Headers: []kgo.RecordHeader{{Key: "x-origin", Value: []byte("contract test")}}},
@@ -280,6 +281,12 @@ func TestContract(t *testing.T) {
 	problem := func(what string, r *kgo.Record, bad []string) {
 		for _, p := range bad {
 			t.Errorf("%s %s/%d@%d (key %s): %s", what, r.Topic, r.Partition, r.Offset, r.Key, p)
+		}
+		// dev does not trace: what a command's traceparent produced carries it on.
+		if what != "command" && what != "dead letter" && !slices.ContainsFunc(r.Headers, func(h kgo.RecordHeader) bool {
+			return h.Key == wire.HeaderTraceParent && string(h.Value) == traceParent
+		}) {
+			t.Errorf("%s %s/%d@%d (key %s): no traceparent header %s, the command's", what, r.Topic, r.Partition, r.Offset, r.Key, traceParent)
 		}
 	}
 	index := map[uuid.UUID]int{}
@@ -462,8 +469,9 @@ func TestAsyncAPIDocument(t *testing.T) {
 			}
 		}
 	}
-	names("/components/schemas/EventHeaders", wire.HeaderSequenceID, wire.HeaderPosition, wire.HeaderTopic, wire.HeaderNotificationID, wire.HeaderCodec)
-	names("/components/schemas/ResultHeaders", wire.HeaderNotificationID)
+	names("/components/schemas/EventHeaders", wire.HeaderSequenceID, wire.HeaderPosition, wire.HeaderTopic, wire.HeaderNotificationID, wire.HeaderCodec, wire.HeaderTraceParent)
+	names("/components/schemas/ResultHeaders", wire.HeaderNotificationID, wire.HeaderTraceParent)
+	names("/components/schemas/CommandHeaders", wire.HeaderTraceParent)
 	names("/components/schemas/DeadLetterHeaders", wire.HeaderError, wire.HeaderSourceTopic, wire.HeaderSourcePartition, wire.HeaderSourceOffset)
 
 	nodeModules(t)

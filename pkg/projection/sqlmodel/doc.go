@@ -15,6 +15,8 @@
 // transaction, and the relay produces it to the commands topic. Its id is
 // derived from the event that caused it (wire.CausedCommandID), so that the
 // writer sees a redelivered or repeated command as the duplicate it is.
+// It carries the trace context of that event (projection.Item.TraceParent)
+// as its traceparent header, so the trace goes on through the writer.
 //
 // # Guarantees
 //

@@ -157,6 +157,7 @@ type Tx struct {
 type emission struct {
 	cmd   wire.Command
 	cause cause
+	trace string // the trace context of the event that caused it
 }
 
 type cause struct {
@@ -181,7 +182,10 @@ func (t *Tx) Rebuilding() bool { return t.rebuilding }
 // commands. A command whose id is already in the outbox is not stored
 // again. During a rebuild, only the commands of events the live projection
 // has not applied when the rebuild swaps its tables in are sent: those it
-// will skip.
+// will skip. The command carries the trace context of item (its
+// TraceParent: the runner's apply span when the projector traces, the
+// event record's traceparent otherwise), so the writer continues the
+// event's trace.
 func (t *Tx) Emit(item projection.Item, cmd wire.Command) error {
 	k := cause{item.SequenceID, item.Position}
 	if cmd.CommandID == uuid.Nil {
@@ -194,7 +198,7 @@ func (t *Tx) Emit(item projection.Item, cmd wire.Command) error {
 	if _, err := wire.CommandItem(cmd); err != nil {
 		return projection.Permanent(fmt.Errorf("sqlmodel: %s: emit %s %s: %w", t.model, cmd.Entity, cmd.Type, err))
 	}
-	t.emitted = append(t.emitted, emission{cmd, k})
+	t.emitted = append(t.emitted, emission{cmd, k, item.TraceParent})
 	return nil
 }
 
@@ -436,9 +440,6 @@ func storeCommands(ctx context.Context, tx store.Tx, emitted []emission) error {
 	for i, e := range emitted {
 		cmds[i] = e.cmd
 	}
-	if len(cmds) == 0 {
-		return nil
-	}
 	have := map[uuid.UUID]bool{} // by outbox item id
 	if sr, ok := tx.(store.SequencesReader); ok {
 		q := make(map[uuid.UUID]store.Query, len(cmds))
@@ -463,7 +464,7 @@ func storeCommands(ctx context.Context, tx store.Tx, emitted []emission) error {
 		}
 	}
 	var items []store.SequencedItem
-	for _, c := range cmds {
+	for i, c := range cmds {
 		id := wire.CommandItemID(c.CommandID)
 		if have[id] {
 			continue
@@ -473,6 +474,7 @@ func storeCommands(ctx context.Context, tx store.Tx, emitted []emission) error {
 		if err != nil {
 			return projection.Permanent(err)
 		}
+		it.TraceParent = emitted[i].trace
 		items = append(items, it)
 	}
 	if len(items) == 0 {

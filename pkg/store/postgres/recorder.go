@@ -175,11 +175,12 @@ func buildQueries(n names) queries {
 	// insert: $1..$5 the items' columns, $6 their ordinals in the transaction
 	// (sorted by sequence id and position, so concurrent appends lock index
 	// entries in one order and cannot deadlock each other), $7 the NOTIFY
-	// channel, $8 the number of items. One statement: the insert, the log-order
-	// guard (bad) and the wake-up.
+	// channel, $8 the number of items, $9 their trace contexts ('' for none;
+	// a NULL array when no item has one, which unnest pads with NULLs). One
+	// statement: the insert, the log-order guard (bad) and the wake-up.
 	const insert = `WITH input AS (
-	SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::bigint[])
-		AS i (sequence_id, position, topic, state, codec, ord)
+	SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::bigint[], $9::text[])
+		AS i (sequence_id, position, topic, state, codec, ord, trace_parent)
 ), base AS (
 	SELECT pg_current_xact_id()::text::bigint << 20 AS b
 ), bad AS (
@@ -192,8 +193,8 @@ func buildQueries(n names) queries {
 		WHERE e.sequence_id = f.sequence_id AND e.position = f.p - 1) > base.b + f.o
 	LIMIT 1
 ), ins AS (
-	INSERT INTO EVENTS (sequence_id, position, topic, state, codec, notification_id)
-	SELECT i.sequence_id, i.position, i.topic, i.state, i.codec, base.b + i.ord
+	INSERT INTO EVENTS (sequence_id, position, topic, state, codec, notification_id, trace_parent)
+	SELECT i.sequence_id, i.position, i.topic, i.state, i.codec, base.b + i.ord, nullif(i.trace_parent, '')
 	FROM input i CROSS JOIN base
 	WHERE NOT EXISTS (SELECT FROM bad)
 	ONCONFLICT
@@ -244,8 +245,8 @@ CROSS JOIN LATERAL (
 		// same rows as applying both bounds first (items above the horizon sort
 		// after all those below it), but the plan is always an ordered index
 		// scan that stops after $2 rows, never a sort of the whole backlog.
-		notifications: r.Replace(`SELECT notification_id, sequence_id, position, topic, state, codec FROM (
-	SELECT notification_id, sequence_id, position, topic, state, codec FROM EVENTS
+		notifications: r.Replace(`SELECT notification_id, sequence_id, position, topic, state, codec, coalesce(trace_parent, '') FROM (
+	SELECT notification_id, sequence_id, position, topic, state, codec, trace_parent FROM EVENTS
 	WHERE notification_id > $1 ORDER BY notification_id LIMIT $2
 ) page
 WHERE notification_id < HORIZON ORDER BY notification_id`),
@@ -281,6 +282,9 @@ type batch struct {
 	states [][]byte
 	codecs []string
 	ords   []int64
+	// traces holds the items' trace contexts; nil (a NULL array) if none
+	// has one.
+	traces []string
 	// perm[k] is the index in the caller's slice of the k-th sorted item.
 	perm []int
 }
@@ -353,6 +357,12 @@ func newBatch(items []store.SequencedItem, first int64) *batch {
 		}
 		b.codecs[k] = it.Codec
 		b.ords[k] = ord[i]
+		if it.TraceParent != "" {
+			if b.traces == nil {
+				b.traces = make([]string, n)
+			}
+			b.traces[k] = it.TraceParent
+		}
 	}
 	return b
 }
@@ -389,7 +399,7 @@ type insertResult struct {
 
 func (r *Recorder) execInsert(ctx context.Context, q querier, sql string, b *batch) (insertResult, error) {
 	var res insertResult
-	err := q.QueryRow(ctx, sql, b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, r.n.channel, len(b.ords)).
+	err := q.QueryRow(ctx, sql, b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, r.n.channel, len(b.ords), b.traces).
 		Scan(&res.base, &res.inserted, &res.bad.id, &res.bad.pos, &res.missing.id, &res.missing.pos, nil)
 	return res, err
 }
@@ -637,15 +647,18 @@ func (r *Recorder) SelectNotifications(ctx context.Context, after int64, limit i
 			var okID, okPos bool
 			n.ID, okID = int8At(raw[0])
 			n.Position, okPos = int8At(raw[2])
-			if okID && okPos && len(raw[1]) == 16 && raw[3] != nil && raw[4] != nil && raw[5] != nil {
+			if okID && okPos && len(raw[1]) == 16 && raw[3] != nil && raw[4] != nil && raw[5] != nil && raw[6] != nil {
 				n.SequenceID = [16]byte(raw[1])
 				n.Topic, n.State, n.Codec = str(raw[3], &d.topic), clone(raw[4]), str(raw[5], &d.codec)
+				if len(raw[6]) > 0 {
+					n.TraceParent = string(raw[6])
+				}
 				ok = true
 			}
 		}
 		if !ok {
 			var id pgtype.UUID
-			if err := rows.Scan(&n.ID, &id, &n.Position, &n.Topic, &n.State, &n.Codec); err != nil {
+			if err := rows.Scan(&n.ID, &id, &n.Position, &n.Topic, &n.State, &n.Codec, &n.TraceParent); err != nil {
 				return nil, fmt.Errorf("postgres: select notifications: %w", err)
 			}
 			n.SequenceID = id.Bytes

@@ -59,7 +59,7 @@ func migrations() ([]migration, error) {
 
 // SchemaVersion is the schema version this package writes and understands:
 // the number of embedded migrations (a test checks they agree).
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // Migrate switches the database to WAL mode (a lasting property of the
 // file), brings its schema up to SchemaVersion in one transaction, and fails with ErrSchemaTooNew if the database was migrated

@@ -121,7 +121,7 @@ func (r *Recorder) InsertEvents(ctx context.Context, items []store.SequencedItem
 	return ids, nil
 }
 
-const insertEventSQL = `INSERT INTO events (sequence_id, position, topic, state, codec) VALUES (?, ?, ?, ?, ?)`
+const insertEventSQL = `INSERT INTO events (sequence_id, position, topic, state, codec, trace_parent) VALUES (?, ?, ?, ?, ?, ?)`
 
 // insertEvents inserts validated items on conn, inside a transaction, and
 // returns their ids. On error some items may be inserted: the caller rolls back.
@@ -139,7 +139,7 @@ func insertEvents(ctx context.Context, conn *sql.Conn, items []store.SequencedIt
 			i = order[slot]
 		}
 		it := &items[i]
-		res, err := stmt.ExecContext(ctx, it.SequenceID[:], it.Position, it.Topic, blob(it.State), it.Codec)
+		res, err := stmt.ExecContext(ctx, it.SequenceID[:], it.Position, it.Topic, blob(it.State), it.Codec, nullable(it.TraceParent))
 		if err != nil {
 			if isUnique(err) {
 				return nil, &store.ConflictError{SequenceID: it.SequenceID, Position: it.Position}
@@ -194,6 +194,15 @@ func blob(b []byte) []byte {
 		return []byte{}
 	}
 	return b
+}
+
+// nullable returns s, or NULL for an empty s (a column that is NULL when
+// there is nothing to keep, such as trace_parent).
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // queryer is what reads need: a pool, or the connection of a transaction.
@@ -311,7 +320,7 @@ func (r *Recorder) SelectNotifications(ctx context.Context, after int64, limit i
 	var ns []store.Notification
 	err := r.read(ctx, "select notifications", func(db queryer) error {
 		rows, err := db.QueryContext(ctx,
-			`SELECT id, sequence_id, position, topic, state, codec FROM events WHERE id > ? ORDER BY id LIMIT ?`,
+			`SELECT id, sequence_id, position, topic, state, codec, COALESCE(trace_parent, '') FROM events WHERE id > ? ORDER BY id LIMIT ?`,
 			after, limit)
 		if err != nil {
 			return err
@@ -321,7 +330,7 @@ func (r *Recorder) SelectNotifications(ctx context.Context, after int64, limit i
 		var seq []byte
 		for rows.Next() {
 			var n store.Notification
-			if err := rows.Scan(&n.ID, &seq, &n.Position, &n.Topic, &n.State, &n.Codec); err != nil {
+			if err := rows.Scan(&n.ID, &seq, &n.Position, &n.Topic, &n.State, &n.Codec, &n.TraceParent); err != nil {
 				return err
 			}
 			if n.SequenceID, err = uuid.FromBytes(seq); err != nil {

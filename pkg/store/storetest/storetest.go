@@ -78,6 +78,7 @@ func Run(t *testing.T, newRecorder func(t *testing.T) store.ProcessRecorder, opt
 		{"DuplicateInBatch", s.testDuplicateInBatch},
 		{"InvalidItems", s.testInvalidItems},
 		{"Notifications", s.testNotifications},
+		{"TraceParent", s.testTraceParent},
 		{"NotificationPaging", s.testNotificationPaging},
 		{"UnorderedBatchLogOrder", s.testUnorderedBatch},
 		{"TxCommit", s.testTxCommit},
@@ -696,6 +697,58 @@ func (s *suite) testNotifications(t *testing.T) {
 	if got := allNotifications(t, rec, last); len(got) != 0 {
 		t.Fatalf("SelectNotifications after the last id returned %d items", len(got))
 	}
+}
+
+// testTraceParent: an item's trace context is stored with it, outside its
+// state, and comes back with its notification; an item without one comes
+// back without one, in the same batch too, whether appended alone or in a
+// transaction.
+func (s *suite) testTraceParent(t *testing.T) {
+	rec := s.newRecorder(t)
+	const (
+		tp1 = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		tp2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	)
+	a, b := uuid.New(), uuid.New()
+	batch := Items(a, 0, 3)
+	batch[0].TraceParent = tp1
+	batch[2].TraceParent = tp2
+	want := map[int64]string{}
+	ids := mustInsert(t, rec, batch)
+	for i, id := range ids {
+		want[id] = batch[i].TraceParent
+	}
+	plain := Items(b, 0, 2) // a batch in which no item has one
+	for i, id := range mustInsert(t, rec, plain) {
+		want[id] = plain[i].TraceParent
+	}
+	inTx := []store.SequencedItem{Item(b, 2), Item(a, 3)}
+	inTx[1].TraceParent = tp1
+	err := rec.InTx(t.Context(), func(tx store.Tx) error {
+		ids, err := tx.InsertEvents(t.Context(), inTx)
+		for i, id := range ids {
+			want[id] = inTx[i].TraceParent
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.waitNotifications(t, rec, 0, len(want))
+	if len(got) != len(want) {
+		t.Fatalf("log holds %d items, want %d", len(got), len(want))
+	}
+	for _, n := range got {
+		tp, ok := want[n.ID]
+		if !ok {
+			t.Fatalf("notification %d was not appended here", n.ID)
+		}
+		if n.TraceParent != tp {
+			t.Fatalf("notification %d (%s/%d) has trace context %q, want %q", n.ID, n.SequenceID, n.Position, n.TraceParent, tp)
+		}
+	}
+	// The state is the item's own: the trace context is not in it.
+	checkItems(t, "sequence a", selectAll(t, rec, a), append(batch, inTx[1]))
 }
 
 func (s *suite) testNotificationPaging(t *testing.T) {

@@ -33,6 +33,7 @@ type refRecorder struct {
 	ignoreFailed bool // commit although SetTracking failed
 	sloppyMulti  bool // SelectSequences ignores Desc and Limit
 	lastTracking bool // SetTrackings sets only the last record of each key
+	dropTrace    bool // SelectNotifications loses the items' trace contexts
 }
 
 func newRef() *refRecorder {
@@ -223,6 +224,9 @@ func (r *refRecorder) SelectNotifications(_ context.Context, after int64, limit 
 	for _, n := range r.log {
 		if n.ID > after && len(out) < limit {
 			n.State = bytes.Clone(n.State)
+			if r.dropTrace {
+				n.TraceParent = ""
+			}
 			out = append(out, n)
 		}
 	}
@@ -306,6 +310,7 @@ func TestSuiteCatchesBreakage(t *testing.T) {
 		{"tracking", []string{"TestBroken/TrackingConflictSwallowed"}},
 		{"sequences", []string{"TestBroken/SequencesReader"}},
 		{"trackings", []string{"TestBroken/TrackingsSetter"}},
+		{"trace", []string{"TestBroken/TraceParent"}},
 	} {
 		t.Run(tc.broken, func(t *testing.T) {
 			t.Parallel()
@@ -343,6 +348,8 @@ func TestBroken(t *testing.T) {
 			r.sloppyMulti = true
 		case "trackings":
 			r.lastTracking = true
+		case "trace":
+			r.dropTrace = true
 		case "partial":
 			return &partialRecorder{r}
 		}
