@@ -37,6 +37,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		lim                                        limitFlags
 		k                                          = kafkaFlags{prefix: "eventlog", replication: -1}
 		ha                                         httpAuthFlags
+		pf                                         parkFlags
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
@@ -52,10 +53,14 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	l.register(fs)
 	k.registerCompression(fs)
 	ha.register(fs)
+	pf.register(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
 	if err := lim.check(); err != nil {
+		return UsageError{err}
+	}
+	if err := pf.check(); err != nil {
 		return UsageError{err}
 	}
 	if err := k.checkCompression(); err != nil {
@@ -107,7 +112,8 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
 	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
-		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp}, true, api)
+		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp,
+			TransientRetries: pf.retries, RetryBackoff: pf.backoff}, true, api)
 		if err != nil {
 			return err
 		}

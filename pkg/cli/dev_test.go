@@ -208,6 +208,8 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"dev", "-cipher-key", "abc"}, 2, "64 hex digits"},
 		{[]string{"dev", "-kafka-compression", "brotli"}, 2, `-kafka-compression: kafka: unknown compression codec "brotli": choose none, gzip, snappy, lz4, zstd`},
 		{[]string{"send", "-kafka-compression", "snapy"}, 2, `unknown compression codec "snapy"`},
+		{[]string{"projector", "-transient-retries", "0"}, 2, "-transient-retries must be -1 (never park on a transient error) or from 1 to 100, got 0"},
+		{[]string{"dev", "-retry-backoff", "0s"}, 2, "-retry-backoff must be above 0"},
 	}
 	for _, c := range cases {
 		out, err := run(t, c.args...)

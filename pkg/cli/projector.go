@@ -54,6 +54,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 		consumers                 int
 		gf                        groupFlags
 		ha                        httpAuthFlags
+		pf                        parkFlags
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
@@ -70,8 +71,12 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	fs.StringVar(&policies, "read-model", "on", "keep the read models: on or off (off: only the persistence policy)")
 	fs.IntVar(&consumers, "consumers", 0, "Kafka consumers per projection in this process, applying batches of different partitions at once (0: 4 with PostgreSQL, 1 with SQLite)")
 	gf.register(fs, "projector")
+	pf.register(fs)
 	if err := parse(fs, args, env); err != nil {
 		return err
+	}
+	if err := pf.check(); err != nil {
+		return UsageError{err}
 	}
 	if consumers < 0 || consumers > 64 {
 		return UsageError{fmt.Errorf("-consumers must be from 0 to 64, got %d", consumers)}
@@ -125,7 +130,8 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 			consumers = 4 // the default partition count
 		}
 	}
-	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, NoDomainModels: policies == "off", Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session, TracerProvider: tp}
+	cfg := service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, NoDomainModels: policies == "off", Group: group, MapperOptions: mopts, Log: log, Consumers: consumers, SessionTimeout: gf.session, TracerProvider: tp,
+		TransientRetries: pf.retries, RetryBackoff: pf.backoff}
 	if persist.dsn != "" || persist.sqlite != "" {
 		persist.migrate = true
 		pb, closePersist, err := persist.open(ctx, log)

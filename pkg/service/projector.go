@@ -78,6 +78,11 @@ type ProjectorConfig struct {
 	// TracerProvider, if set, traces every projection's batches
 	// (projection.Config.TracerProvider). Nil traces nothing.
 	TracerProvider trace.TracerProvider
+	// TransientRetries and RetryBackoff set, for every projection, when an
+	// event failing with a transient error is taken as poison and its
+	// sequence parked (projection.Config; zero: the defaults).
+	TransientRetries int
+	RetryBackoff     time.Duration
 }
 
 type projectionRun struct {
@@ -184,7 +189,7 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 	add := func(name string, target Backend, policy projection.Policy, source projection.Source, topics []string, unguarded bool) error {
 		r, err := projection.NewRunner(target.Recorder, projection.Config{
 			Name: name, Policy: policy, Mapper: mapper, Source: source, Logger: cfg.Log, Unguarded: unguarded,
-			TracerProvider: cfg.TracerProvider,
+			TracerProvider: cfg.TracerProvider, TransientRetries: cfg.TransientRetries, RetryBackoff: cfg.RetryBackoff,
 		})
 		if err != nil {
 			return err
