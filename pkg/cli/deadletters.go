@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -84,44 +82,13 @@ func (p *projectorAPI) register(fs *config.FlagSet) {
 // do sends a request to the projector and decodes a 200 answer into out. A
 // 404 is ErrNotFound-like: the message says what is missing.
 func (p *projectorAPI) do(ctx context.Context, method, path string, body, out any) error {
-	base := p.base
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+	err := callAPI(ctx, apiEndpoint{base: p.base, token: p.token, flag: "-projector-url",
+		unreachable: "the projector's HTTP API at %s: %v (is a projector, or eventlog dev, running? check -projector-url)"}, method, path, body, out)
+	var answer apiError
+	if errors.As(err, &answer) {
+		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, rd)
-	if err != nil {
-		return UsageError{fmt.Errorf("-projector-url: %v", err)}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	setToken(req, p.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the projector's HTTP API at %s: %v (is a projector, or eventlog dev, running? check -projector-url)", base, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if resp.StatusCode != http.StatusOK {
-		var e struct{ Error string }
-		_ = json.Unmarshal(b, &e)
-		if e.Error == "" {
-			e.Error = resp.Status
-		}
-		return fmt.Errorf("%s %s: %s", method, path, e.Error)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+	return err
 }
 
 // sequenceArgs reads <projection> <entity> <id>.

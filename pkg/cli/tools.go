@@ -165,29 +165,64 @@ func printSent(env Env, cmd wire.Command, asJSON bool) error {
 // apiGet GETs a path of the HTTP API into v, with the bearer token if one
 // is given.
 func apiGet(ctx context.Context, base, token, path string, v any) error {
+	return callAPI(ctx, apiEndpoint{base: base, token: token, flag: "-http-addr",
+		unreachable: "the HTTP API at %s: %v (is a dev or writer service running? check -http-addr)"}, "GET", path, nil, v)
+}
+
+// apiEndpoint is an eventlog HTTP API the CLI calls: its address, the bearer
+// token, the flag that sets the address and what to say when it is down
+// (a format of the address and the error).
+type apiEndpoint struct {
+	base, token, flag, unreachable string
+}
+
+// apiError is the message of an API's answer other than 200.
+type apiError string
+
+func (e apiError) Error() string { return string(e) }
+
+// callAPI sends body (as JSON, if not nil) to the path of the endpoint and
+// decodes a 200 answer into out (if not nil). Any other status is an
+// apiError with the API's message.
+func callAPI(ctx context.Context, a apiEndpoint, method, path string, body, out any) error {
+	base := a.base
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(base, "/")+path, nil)
-	if err != nil {
-		return UsageError{fmt.Errorf("-http-addr: %v", err)}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
 	}
-	setToken(req, token)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, rd)
+	if err != nil {
+		return UsageError{fmt.Errorf("%s: %v", a.flag, err)}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	setToken(req, a.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the HTTP API at %s: %v (is a dev or writer service running? check -http-addr)", base, err)
+		return fmt.Errorf("cannot reach "+a.unreachable, base, err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
-		_ = json.Unmarshal(body, &e)
+		_ = json.Unmarshal(b, &e)
 		if e.Error == "" {
 			e.Error = resp.Status
 		}
-		return errors.New(e.Error)
+		return apiError(e.Error)
 	}
-	return json.Unmarshal(body, v)
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
 }
 
 func entityArgs(fs *config.FlagSet) (string, uuid.UUID, error) {
