@@ -131,8 +131,6 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	fs.DurationVar(&latencyFor, "latency-for", 5*time.Second, "length of the latency phase (0: skip)")
 	fs.StringVar(&dsn, "postgres-dsn", "", "benchmark PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	var pipeline bool
-	fs.BoolVar(&pipeline, "pipeline", false, "decide each batch of commands while the one before commits")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
@@ -193,7 +191,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	brokers := cluster.ListenAddrs()
 	k.brokers = brokers
 	stages := &stageRecorder{}
-	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline})
+	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add})
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 // others are rebuilt from the store. With a store.SequencesReader all of it is
 // one read, and with snapshots one more read per uncached aggregate that
 // exists; without one, it is a read per sequence, ReadConcurrency at a time.
-func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool, prev *batch) (map[uuid.UUID]lookup, error) {
+func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool) (map[uuid.UUID]lookup, error) {
 	var seqs []uuid.UUID
 	lookups := make(map[uuid.UUID]lookup, len(live))
 	var loads []*working
@@ -49,13 +49,6 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		}
 		wk := &working{key: key, kind: k}
 		b.working[key] = wk
-		if pwk := prev.take(key); pwk != nil {
-			wk.reject = pwk.reject
-			if pwk.agg != nil {
-				wk.setAgg(pwk.agg)
-			}
-			continue
-		}
 		if bypass[key.id] || bypass[bypassAll] {
 			w.cache.drop(key)
 		} else if agg, ok := w.cache.take(key); ok {

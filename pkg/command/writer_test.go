@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -845,101 +844,4 @@ func TestConflictRetriesCapped(t *testing.T) {
 	// The next try, with no more interference, applies it after the others.
 	e.handle(w2, e.record(0, c))
 	checkResult(t, e.result(c.CommandID), wire.StatusAccepted, 5, 4)
-}
-
-// With Pipeline, a batch is decided while the transaction of the one before
-// runs, on the state that one leaves: an entity it created, a command id it
-// answered. Nothing is stored twice, and Flush and Tracking wait for the
-// last transaction.
-func TestPipeline(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{Pipeline: true})
-	id, other := uuid.New(), uuid.New()
-	create := cmd("create", "example", id, `{"foo": "bar"}`)
-	release := make(chan struct{})
-	e.rec.beforeTx = append(e.rec.beforeTx, func() { <-release })
-	e.handle(e.w, e.record(0, create), e.record(1, cmd("create", "example", other, `{"a": 1}`)))
-	if n := e.eventCount(id); n != 0 {
-		t.Fatalf("%d events stored while the transaction waits", n)
-	}
-
-	// The next batch reads the store while the first transaction waits, and
-	// only then lets it go on.
-	reads := e.rec.selects.Load()
-	go func() {
-		for e.rec.selects.Load() == reads {
-			time.Sleep(time.Millisecond)
-		}
-		close(release)
-	}()
-	update := cmd("update", "example", id, `{"foo": "baz"}`)
-	again := cmd("create", "example", id, `{"foo": "qux"}`)
-	e.handle(e.w, e.record(0, update), e.record(0, create), e.record(0, again))
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
-	checkResult(t, e.result(again.CommandID), wire.StatusRejected, 2)
-	if items := e.results(create.CommandID); len(items) != 2 || !bytes.Equal(items[0].State, items[1].State) {
-		t.Fatalf("the duplicate create has %d results, want 2 equal ones", len(items))
-	}
-	if n := e.eventCount(id); n != 2 {
-		t.Fatalf("%d events, want 2", n)
-	}
-	if p0, p1 := e.tracking(0), e.tracking(1); p0 != 3 || p1 != 0 {
-		t.Fatalf("tracking %d, %d; want 3, 0", p0, p1)
-	}
-	if s := e.w.Stats(); s.Batches != 2 || s.Accepted != 3 || s.Duplicates != 1 || s.Rejected != 1 {
-		t.Fatalf("stats %+v", s)
-	}
-}
-
-// With Pipeline, a batch whose transaction fails is applied again in the
-// background, and the next batch, decided on top of it, is decided again from
-// the store. If the batch still fails, the next HandleBatch call applies it
-// before its own records, fails if that fails, and the batch stays pending
-// until a later call or Flush stores it.
-func TestPipelineFailedTransaction(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{Pipeline: true})
-	id := uuid.New()
-	create := cmd("create", "example", id, `{"foo": "bar"}`)
-	update := cmd("update", "example", id, `{"foo": "baz"}`)
-
-	e.rec.failCommit = append(e.rec.failCommit, errTransient)
-	e.handle(e.w, e.record(0, create))
-	e.handle(e.w, e.record(0, update))
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, e.result(create.CommandID), wire.StatusAccepted, 1, 0)
-	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
-
-	// The pending batch's transaction, its applications in the background
-	// (5) and the next call's application fail.
-	discard := cmd("discard", "example", id, "")
-	for range 7 {
-		e.rec.failCommit = append(e.rec.failCommit, errTransient)
-	}
-	e.handle(e.w, e.record(0, discard))
-	late := e.record(0, cmd("update", "example", id, `{"foo": "late"}`))
-	if err := e.w.HandleBatch(context.Background(), []wire.Record{late}); !errors.Is(err, errTransient) {
-		t.Fatalf("HandleBatch: %v, want the pending batch's failure", err)
-	}
-	if n := e.eventCount(id); n != 2 {
-		t.Fatalf("%d events after the failures, want 2", n)
-	}
-	e.handle(e.w, late) // the consumer calls again with the same records
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, e.result(discard.CommandID), wire.StatusAccepted, 3, 2)
-	if n := e.eventCount(id); n != 3 {
-		t.Fatalf("%d events, want 3", n)
-	}
-	if p := e.tracking(0); p != 3 {
-		t.Fatalf("tracking %d, want 3", p)
-	}
-	if s := e.w.Stats(); s.Retries < 7 || s.Failures != 1 {
-		t.Fatalf("stats %+v", s)
-	}
 }
