@@ -40,7 +40,11 @@
 //     the same batch) changes nothing: its original result is stored again,
 //     byte for byte, as the next item of the command id's sequence (position 1,
 //     2, ...), so it reaches the results topic again. The first result wins even
-//     if the duplicate's content differs.
+//     if the duplicate's content differs. The store's unique (sequence,
+//     position) constraint finds a duplicate of a stored result: a batch is
+//     decided as if its command ids were new, the duplicate's result then
+//     takes a position that is held, the append conflicts, and the batch is
+//     decided again with every result looked up (see Loading and caching).
 //   - Concurrent writers. If another writer appended to one of the batch's
 //     entities since the writer read or cached them (a rebalance), the commit
 //     fails on the store's unique (sequence, position) constraint and the batch
@@ -63,10 +67,15 @@
 //
 // # Loading and caching
 //
-// A batch reads the last item of each command id's sequence (to find
-// duplicates) and of each dead letter's, and each aggregate its commands
-// address that the writer has not cached, then decides the commands one by one
-// in memory. From a recorder that is a store.SequencesReader (every backend of
+// A batch reads each aggregate its commands address that the writer has not
+// cached, then decides the commands one by one in memory. It reads no result:
+// it assumes each command id is answered for the first time and each dead
+// letter not stored, which its append checks (a first result or dead letter
+// is position 0 of its sequence). If the append conflicts, the batch is
+// decided again, and from then on it also reads the last item of each
+// command id's sequence (to find duplicates) and of each dead letter's. So a
+// duplicate costs its batch a second attempt, and a batch of new commands
+// reads nothing once its aggregates are cached. From a recorder that is a store.SequencesReader (every backend of
 // this module) that is one read for the whole batch, whatever its size; from
 // another, a read per sequence, WriterConfig.ReadConcurrency at a time. An
 // uncached aggregate is replayed from its history, or, with snapshots, loaded

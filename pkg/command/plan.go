@@ -129,8 +129,9 @@ func (b *batch) empty() bool { return len(b.tracking) == 0 && len(b.items) == 0 
 
 // plan reads what the batch needs and decides every record's outcome. With
 // readTracking it reads the tracking of every partition rather than use the
-// one it remembers.
-func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking bool) (*batch, error) {
+// one it remembers; with readResults it reads the result sequences of its
+// commands and the sequences of its dead letters (see prefetch).
+func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking, readResults bool) (*batch, error) {
 	b := &batch{
 		working:   make(map[aggKey]*working),
 		results:   make(map[uuid.UUID]*answered),
@@ -149,7 +150,7 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 	}
 	b.items = make([]store.SequencedItem, 0, 2*len(live))
 	defer b.releaseKeys()
-	lookups, err := w.prefetch(ctx, b, live, bypass)
+	lookups, err := w.prefetch(ctx, b, live, bypass, readResults)
 	if err == nil {
 		err = w.prepareKeys(ctx, b)
 	}

@@ -202,14 +202,14 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 // spans).
 func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) error {
 	bypass := make(map[uuid.UUID]bool)
-	readTracking := false
+	readTracking, readResults := false, false
 	conflicts := 0
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		dctx, span := tr.step(ctx, tracing.SpanWriterDecide, attempt+1)
-		b, err := w.plan(dctx, in, bypass, readTracking)
+		b, err := w.plan(dctx, in, bypass, readTracking, readResults)
 		endStep(span, err)
 		if b != nil {
 			st.Read += b.stats.Read
@@ -253,7 +253,10 @@ func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, s
 				id = ce.SequenceID
 			}
 			bypass[id] = true
-			w.log.InfoContext(ctx, "command: another writer appended to a sequence of the batch; trying the batch again",
+			// The sequence may be a command's result or a dead letter stored
+			// before (a duplicate record): read them all this time.
+			readResults = true
+			w.log.InfoContext(ctx, "command: a sequence of the batch has the position taken (another writer appended to it, or a record is a duplicate); trying the batch again",
 				logKeySequence, id, logKeyAttempt, attempt+1, logKeyError, err)
 			continue
 		}
