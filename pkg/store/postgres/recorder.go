@@ -94,9 +94,9 @@ type Recorder struct {
 }
 
 type queries struct {
-	insert, insertTx, selectAsc, selectDesc, notifications, maxID string
-	selectMany, tracking, setTracking, deleteRange, findTaken     string
-	insertSnapshot, latestSnapshot                                string
+	insert, selectAsc, selectDesc, notifications, maxID string
+	selectMany, tracking, setTracking, findTaken        string
+	insertSnapshot, latestSnapshot                      string
 }
 
 // New returns a Recorder on pool. It does no I/O unless opts.Migrate is set.
@@ -197,7 +197,6 @@ func buildQueries(n names) queries {
 	SELECT i.sequence_id, i.position, i.topic, i.state, i.codec, base.b + i.ord, nullif(i.trace_parent, '')
 	FROM input i CROSS JOIN base
 	WHERE NOT EXISTS (SELECT FROM bad)
-	ONCONFLICT
 	RETURNING sequence_id, position
 )
 SELECT base.b, c.n, (SELECT sequence_id FROM bad), (SELECT position FROM bad), m.sequence_id, m.position,
@@ -210,14 +209,10 @@ LEFT JOIN LATERAL (
 	ORDER BY i.sequence_id, i.position LIMIT 1
 ) m ON true`
 	return queries{
-		// Alone, an append is one statement and so one transaction: a taken
-		// position fails it whole (SQLSTATE 23505).
-		insert: r.Replace(strings.Replace(insert, "ONCONFLICT", "", 1)),
-		// In a Tx an error would abort the whole transaction, so a taken
-		// position is skipped, reported in m, and the call's other rows are
-		// deleted: the call writes nothing and the Tx stays usable.
-		insertTx:    r.Replace(strings.Replace(insert, "ONCONFLICT", "ON CONFLICT (sequence_id, position) DO NOTHING", 1)),
-		deleteRange: r.Replace(`DELETE FROM EVENTS WHERE notification_id BETWEEN $1 AND $2`),
+		// A taken position fails the statement whole (SQLSTATE 23505):
+		// alone, its own transaction; in a Tx, its savepoint (see
+		// tx.InsertEvents).
+		insert: r.Replace(insert),
 		findTaken: r.Replace(`SELECT i.sequence_id, i.position
 FROM unnest($1::uuid[], $2::bigint[]) AS i (sequence_id, position)
 WHERE (SELECT true FROM EVENTS e WHERE e.sequence_id = i.sequence_id AND e.position = i.position)
@@ -399,9 +394,18 @@ type insertResult struct {
 
 func (r *Recorder) execInsert(ctx context.Context, q querier, sql string, b *batch) (insertResult, error) {
 	var res insertResult
-	err := q.QueryRow(ctx, sql, b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, r.n.channel, len(b.ords), b.traces).
-		Scan(&res.base, &res.inserted, &res.bad.id, &res.bad.pos, &res.missing.id, &res.missing.pos, nil)
+	err := res.scan(q.QueryRow(ctx, sql, b.args(r.n.channel)...))
 	return res, err
+}
+
+// args are the arguments of the insert statements.
+func (b *batch) args(channel string) []any {
+	return []any{b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, channel, len(b.ords), b.traces}
+}
+
+// scan reads the row of an insert statement.
+func (res *insertResult) scan(row pgx.Row) error {
+	return row.Scan(&res.base, &res.inserted, &res.bad.id, &res.bad.pos, &res.missing.id, &res.missing.pos, nil)
 }
 
 func (res *insertResult) logOrderError() error {
@@ -439,10 +443,27 @@ func (r *Recorder) InsertEvents(ctx context.Context, items []store.SequencedItem
 
 // insertError translates the error of a stand-alone insert statement.
 func (r *Recorder) insertError(ctx context.Context, err error, b *batch) error {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "23505" || pe.ConstraintName != r.n.prefix+"events_pkey" {
+	pe, taken := r.taken(err)
+	if !taken {
 		return fmt.Errorf("postgres: insert events: %w", err)
 	}
+	return r.conflict(ctx, r.pool, pe, b)
+}
+
+// taken reports whether err is the unique violation of a taken (sequence,
+// position).
+func (r *Recorder) taken(err error) (*pgconn.PgError, bool) {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" || pe.ConstraintName != r.n.prefix+"events_pkey" {
+		return nil, false
+	}
+	return pe, true
+}
+
+// conflict returns the *store.ConflictError of pe, a taken position of b:
+// from pe's detail, or else by asking q (whose transaction, if any, must be
+// usable) which item of b is taken.
+func (r *Recorder) conflict(ctx context.Context, q querier, pe *pgconn.PgError, b *batch) error {
 	if ce := parseKeyDetail(pe.Detail); ce != nil {
 		return ce
 	}
@@ -450,7 +471,7 @@ func (r *Recorder) insertError(ctx context.Context, err error, b *batch) error {
 	// the table) or unreadable: ask which item is taken.
 	var ce store.ConflictError
 	var id pgtype.UUID
-	qerr := r.pool.QueryRow(ctx, r.q.findTaken, b.ids, b.pos).Scan(&id, &ce.Position)
+	qerr := q.QueryRow(ctx, r.q.findTaken, b.ids, b.pos).Scan(&id, &ce.Position)
 	if qerr != nil {
 		// Cannot name it better: the first item of the batch stands in.
 		return &store.ConflictError{SequenceID: b.ids[0].Bytes, Position: b.pos[0]}
