@@ -102,3 +102,64 @@ func TestInsertErrorFallback(t *testing.T) {
 		t.Fatalf("a notification id collision = %v, want a wrapped driver error, not a conflict", err)
 	}
 }
+
+// A transaction's InsertEvents calls past maxSavepoints run without a
+// savepoint, and keep the same contract: a taken position fails the call
+// alone, which writes nothing; the others commit, in order, each call's
+// items under the notification ids it returned.
+func TestInsertEventsPastSavepoints(t *testing.T) {
+	ctx := t.Context()
+	r, err := New(ctx, pgtest.Pool(t), Options{Schema: pgtest.Schema(t), Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	taken := uuid.New()
+	if _, err := r.InsertEvents(ctx, []store.SequencedItem{item(taken, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	var seqs []uuid.UUID
+	err = r.InTx(ctx, func(tx store.Tx) error {
+		for i := range maxSavepoints + 4 {
+			// A conflicting call under a savepoint, and one past them.
+			if i == maxSavepoints-1 || i == maxSavepoints+1 {
+				fresh := uuid.New()
+				_, err := tx.InsertEvents(ctx, []store.SequencedItem{item(fresh, 0), item(taken, 0)})
+				var ce *store.ConflictError
+				if !errors.As(err, &ce) || ce.SequenceID != taken || ce.Position != 0 {
+					return fmt.Errorf("call %d: %v, want a conflict naming %s/0", i, err, taken)
+				}
+				seqs = append(seqs, fresh) // must not be stored
+				continue
+			}
+			id := uuid.New()
+			got, err := tx.InsertEvents(ctx, []store.SequencedItem{item(id, 0), item(id, 1)})
+			if err != nil {
+				return fmt.Errorf("call %d: %w", i, err)
+			}
+			ids = append(ids, got...)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range seqs {
+		if items, err := r.SelectEvents(ctx, id, store.Query{}); err != nil || len(items) != 0 {
+			t.Fatalf("a conflicting call stored %d items (%v)", len(items), err)
+		}
+	}
+	ns, err := r.SelectNotifications(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns) != 1+len(ids) {
+		t.Fatalf("%d notifications, want %d", len(ns), 1+len(ids))
+	}
+	for i, n := range ns[1:] {
+		if n.ID != ids[i] {
+			t.Fatalf("notification %d has id %d, the call returned %d", i, n.ID, ids[i])
+		}
+	}
+}

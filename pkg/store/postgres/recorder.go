@@ -94,9 +94,9 @@ type Recorder struct {
 }
 
 type queries struct {
-	insert, selectAsc, selectDesc, notifications, maxID string
-	selectMany, tracking, setTracking, findTaken        string
-	insertSnapshot, latestSnapshot                      string
+	insert, insertTx, selectAsc, selectDesc, notifications, maxID string
+	selectMany, tracking, setTracking, deleteRange, findTaken     string
+	insertSnapshot, latestSnapshot                                string
 }
 
 // New returns a Recorder on pool. It does no I/O unless opts.Migrate is set.
@@ -197,6 +197,7 @@ func buildQueries(n names) queries {
 	SELECT i.sequence_id, i.position, i.topic, i.state, i.codec, base.b + i.ord, nullif(i.trace_parent, '')
 	FROM input i CROSS JOIN base
 	WHERE NOT EXISTS (SELECT FROM bad)
+	ONCONFLICT
 	RETURNING sequence_id, position
 )
 SELECT base.b, c.n, (SELECT sequence_id FROM bad), (SELECT position FROM bad), m.sequence_id, m.position,
@@ -212,7 +213,13 @@ LEFT JOIN LATERAL (
 		// A taken position fails the statement whole (SQLSTATE 23505):
 		// alone, its own transaction; in a Tx, its savepoint (see
 		// tx.InsertEvents).
-		insert: r.Replace(insert),
+		insert: r.Replace(strings.Replace(insert, "ONCONFLICT", "", 1)),
+		// In a Tx past its savepoints, an error would abort the whole
+		// transaction, so a taken position is skipped, reported in m, and
+		// the call's other rows are deleted: the call writes nothing and the
+		// Tx stays usable.
+		insertTx:    r.Replace(strings.Replace(insert, "ONCONFLICT", "ON CONFLICT (sequence_id, position) DO NOTHING", 1)),
+		deleteRange: r.Replace(`DELETE FROM EVENTS WHERE notification_id BETWEEN $1 AND $2`),
 		findTaken: r.Replace(`SELECT i.sequence_id, i.position
 FROM unnest($1::uuid[], $2::bigint[]) AS i (sequence_id, position)
 WHERE (SELECT true FROM EVENTS e WHERE e.sequence_id = i.sequence_id AND e.position = i.position)

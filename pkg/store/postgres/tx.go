@@ -17,6 +17,8 @@ type tx struct {
 	// next is the ordinal of the next item this transaction inserts; an item's
 	// notification id is (xid << 20) + its ordinal.
 	next int64
+	// savepoints counts the InsertEvents calls that ran under a savepoint.
+	savepoints int
 	// failed, once set, makes InTx roll back and return it whatever fn returns:
 	// a tracking conflict, or an error that left the transaction unusable.
 	failed error
@@ -78,10 +80,14 @@ func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) (err error
 // transaction stays usable (one conflicting command of a group commit does not
 // fail the others).
 //
-// The insert runs under a savepoint, sent with it and its release in one
-// round trip: a plain INSERT, which costs the server less than ON CONFLICT
-// DO NOTHING (no speculative insertion per row). A unique violation rolls
-// back to the savepoint, which undoes the call alone.
+// The first maxSavepoints calls of a transaction (the writer's one call per
+// batch, say) run a plain INSERT under a savepoint, sent with the savepoint
+// and its release in one round trip: the server inserts each row once,
+// where ON CONFLICT DO NOTHING inserts it speculatively. A unique violation
+// rolls back to the savepoint, which undoes the call alone. Later calls use
+// ON CONFLICT DO NOTHING and delete what they inserted if a position was
+// taken, so that no transaction holds more than maxSavepoints
+// subtransactions (past 64, every snapshot on the server gets slower).
 func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
 	if t.failed != nil {
 		return nil, t.failed
@@ -95,6 +101,10 @@ func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]i
 	if t.next+int64(len(items)) > store.MaxItemsPerAppend {
 		return nil, fmt.Errorf("%w: a transaction appends at most %d items", store.ErrInvalidItem, store.MaxItemsPerAppend)
 	}
+	if t.savepoints >= maxSavepoints {
+		return t.insertOnConflict(ctx, items)
+	}
+	t.savepoints++
 	b := newBatch(items, t.next)
 	q := &pgx.Batch{}
 	q.Queue(savepoint)
@@ -131,6 +141,35 @@ func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]i
 	t.next += int64(len(items))
 	return b.notificationIDs(res.base), nil
 }
+
+// insertOnConflict is InsertEvents without a savepoint.
+func (t *tx) insertOnConflict(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
+	b := newBatch(items, t.next)
+	first := t.next
+	t.next += int64(len(items))
+	res, err := t.r.execInsert(ctx, t.tx, t.r.q.insertTx, b)
+	if err != nil {
+		return nil, t.fail(fmt.Errorf("postgres: insert events: %w", err))
+	}
+	if err := res.logOrderError(); err != nil {
+		return nil, err // nothing was inserted; the transaction is fine
+	}
+	if res.inserted == int64(len(items)) {
+		return b.notificationIDs(res.base), nil
+	}
+	// Some position was taken: undo the rows this call did insert.
+	if _, err := t.tx.Exec(ctx, t.r.q.deleteRange, res.base+first, res.base+t.next-1); err != nil {
+		return nil, t.fail(fmt.Errorf("postgres: undo a partial insert: %w", err))
+	}
+	if !res.missing.id.Valid || res.missing.pos == nil {
+		return nil, t.fail(fmt.Errorf("postgres: insert events: %d of %d rows inserted", res.inserted, len(items)))
+	}
+	return nil, &store.ConflictError{SequenceID: res.missing.id.Bytes, Position: *res.missing.pos}
+}
+
+// maxSavepoints bounds the InsertEvents calls of a transaction that run
+// under a savepoint, below the server's 64 cached subtransactions.
+const maxSavepoints = 16
 
 // The savepoint of an InsertEvents call in a transaction.
 const (
