@@ -142,7 +142,7 @@ func (w *Writer) begin(ctx context.Context) (context.Context, func(), error) {
 
 // closing wraps err, of a call that Close cancelled, in ErrClosed.
 func (w *Writer) closing(err error) error {
-	if w.life.Err() != nil && !errors.Is(err, ErrClosed) {
+	if err != nil && w.life.Err() != nil && !errors.Is(err, ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err
