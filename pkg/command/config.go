@@ -58,7 +58,9 @@ type WriterConfig struct {
 	// MaxConflictRetries bounds how often a batch is tried again after its
 	// transaction failed with store.ErrConflict (another writer appended to one
 	// of its sequences). It overrides DefaultMaxConflictRetries; a negative value
-	// never retries.
+	// retries only once after the batch's first conflict, which may be how
+	// it finds a duplicate (see the package doc): that retry reads every
+	// result.
 	MaxConflictRetries int
 	// ReadConcurrency is how many store reads (aggregate loads, result look-ups)
 	// a batch runs at once before it processes its commands in order, where

@@ -246,15 +246,16 @@ func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, s
 				logKeyAttempt, attempt+1, logKeyError, err)
 			continue
 		}
-		if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict) && conflicts < w.cfg.MaxConflictRetries {
+		conflict := errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict)
+		// The first conflict may be a duplicate's, found by the append: it is
+		// retried, reading every result, whatever the limit.
+		if conflict && (!readResults || conflicts < w.cfg.MaxConflictRetries) {
 			conflicts++
 			id := bypassAll
 			if ce := (*store.ConflictError)(nil); errors.As(err, &ce) {
 				id = ce.SequenceID
 			}
 			bypass[id] = true
-			// The sequence may be a command's result or a dead letter stored
-			// before (a duplicate record): read them all this time.
 			readResults = true
 			w.log.InfoContext(ctx, "command: a sequence of the batch has the position taken (another writer appended to it, or a record is a duplicate); trying the batch again",
 				logKeySequence, id, logKeyAttempt, attempt+1, logKeyError, err)
