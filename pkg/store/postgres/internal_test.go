@@ -163,3 +163,35 @@ func TestInsertEventsPastSavepoints(t *testing.T) {
 		}
 	}
 }
+
+// rowDecoder.bytes copies each value out of the buffer the driver reuses,
+// into shared chunks, and an append to one value never reaches the next.
+func TestRowDecoderBytes(t *testing.T) {
+	d := &rowDecoder{}
+	raw := make([]byte, 0, chunkSize)
+	var got [][]byte
+	var want []string
+	for i := range 1000 { // several chunks
+		raw = append(raw[:0], fmt.Sprintf(`{"n": %d, "pad": "%0100d"}`, i, i)...)
+		got = append(got, d.bytes(raw))
+		want = append(want, string(raw))
+	}
+	big := []byte(strings.Repeat("x", chunkSize))
+	got, want = append(got, d.bytes(big)), append(want, string(big))
+	got, want = append(got, d.bytes(nil)), append(want, "")
+	for i := range raw {
+		raw[i] = 0 // the driver reads the next row into its buffer
+	}
+	for i := range got {
+		if string(got[i]) != want[i] {
+			t.Fatalf("value %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+	if got[len(got)-1] == nil {
+		t.Fatal("an empty value is nil, want empty")
+	}
+	_ = append(got[0], "overwrite"...)
+	if string(got[1]) != want[1] {
+		t.Fatalf("an append to one value changed the next: %q", got[1])
+	}
+}

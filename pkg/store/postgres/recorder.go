@@ -555,7 +555,7 @@ func (r *Recorder) selectEvents(ctx context.Context, qr querier, sequenceID uuid
 			raw := rows.RawValues()
 			it.Position, ok = int8At(raw[0])
 			if ok && raw[1] != nil && raw[2] != nil && raw[3] != nil {
-				it.Topic, it.State, it.Codec = str(raw[1], &d.topic), clone(raw[2]), str(raw[3], &d.codec)
+				it.Topic, it.State, it.Codec = str(raw[1], &d.topic), d.bytes(raw[2]), str(raw[3], &d.codec)
 			} else {
 				ok = false
 			}
@@ -601,7 +601,7 @@ func (r *Recorder) selectSequences(ctx context.Context, qr querier, queries map[
 			it.Position, ok = int8At(raw[1])
 			if ok && len(raw[0]) == 16 && raw[2] != nil && raw[3] != nil && raw[4] != nil {
 				it.SequenceID = [16]byte(raw[0])
-				it.Topic, it.State, it.Codec = str(raw[2], &d.topic), clone(raw[3]), str(raw[4], &d.codec)
+				it.Topic, it.State, it.Codec = str(raw[2], &d.topic), d.bytes(raw[3]), str(raw[4], &d.codec)
 			} else {
 				ok = false
 			}
@@ -677,7 +677,7 @@ func (r *Recorder) SelectNotifications(ctx context.Context, after int64, limit i
 			n.Position, okPos = int8At(raw[2])
 			if okID && okPos && len(raw[1]) == 16 && raw[3] != nil && raw[4] != nil && raw[5] != nil && raw[6] != nil {
 				n.SequenceID = [16]byte(raw[1])
-				n.Topic, n.State, n.Codec = str(raw[3], &d.topic), clone(raw[4]), str(raw[5], &d.codec)
+				n.Topic, n.State, n.Codec = str(raw[3], &d.topic), d.bytes(raw[4]), str(raw[5], &d.codec)
 				if len(raw[6]) > 0 {
 					n.TraceParent = string(raw[6])
 				}
