@@ -187,8 +187,8 @@ func serverCPU(pids []uint32) time.Duration {
 	var total time.Duration
 	for _, pid := range pids {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return 0
+		if err != nil || !bytes.Contains(raw, []byte("(postgres)")) {
+			return 0 // the server runs elsewhere (a local pid would be another process)
 		}
 		// Fields after the command name (which may hold spaces): utime and
 		// stime are the 12th and 13th, in clock ticks (100 a second).
