@@ -90,17 +90,8 @@ func (r *Relay) leadTx(held context.Context) error {
 		stale: true, saved: -1, savedAt: time.Now(), known: make(map[string]bool)}
 	defer l.stop()
 
-	var wake <-chan struct{}
-	poll := r.cfg.PollInterval
-	if n, ok := r.src.(store.Notifier); ok {
-		wake = n.Notify(held)
-		poll = r.cfg.NotifiedPollInterval
-	}
-	timer := time.NewTimer(poll)
-	defer timer.Stop()
-	var fast time.Duration // see lead
-	cpTimer := time.NewTimer(r.cfg.CheckpointInterval)
-	cpTimer.Stop()
+	pc := r.newPacer(held)
+	defer pc.stop()
 	var statsAt time.Time
 	idle := false
 	for held.Err() == nil {
@@ -142,36 +133,13 @@ func (r *Relay) leadTx(held context.Context) error {
 			idle = caughtUp
 			continue
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		if fast > 0 {
-			timer.Reset(fast)
-		} else {
-			timer.Reset(poll)
-		}
-		var due <-chan time.Time
-		if l.acked > l.saved {
-			cpTimer.Reset(max(0, r.cfg.CheckpointInterval-time.Since(l.savedAt)))
-			due = cpTimer.C
-		}
-		select {
-		case <-held.Done():
-		case <-wake:
+		pc.arm()
+		switch pc.wait(held, nil, l.acked > l.saved, l.savedAt) {
+		case pollAgain:
 			idle = false
-			fast = min(fastPollMin, poll)
-		case <-timer.C:
-			idle = false
-			if fast *= 2; fast >= poll {
-				fast = 0
-			}
-		case <-due:
+		case checkpointIsDue:
 			l.checkpoint(false)
 		}
-		cpTimer.Stop()
 	}
 	return nil
 }
