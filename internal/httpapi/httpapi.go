@@ -283,8 +283,7 @@ func (s *Server) waitMinVersion(w http.ResponseWriter, r *http.Request, typ stri
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			secs := max(1, int(wait/time.Second))
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusServiceUnavailable, "%s %s has not reached version %d where it is read within %s (a replica behind the primary, or no such version yet): retry later", typ, id, n, wait)
 			return false
 		case <-t.C:
