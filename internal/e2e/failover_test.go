@@ -69,8 +69,14 @@ func TestFailoverToStandby(t *testing.T) {
 	produced := make(chan error, 1)
 	go func() { produced <- produceAt(ctx, prod, recs, scaled(200, 100)) }()
 
-	// Commands flow: then the primary dies.
+	// Commands flow: then the primary dies. Around that moment, entities
+	// that get one command each (their only event is in the batches that
+	// the failover hits, with no later one to reveal a gap).
 	results.waitDistinct(t, len(recs)/4, time.Minute)
+	singles := newWorkload(scaled(300, 100), 1)
+	singlesDone := make(chan error, 1)
+	go func() { singlesDone <- produceAt(ctx, prod, singles.records(t), 100) }()
+	time.Sleep(time.Second)
 	xidBefore := currentXid(t, ctx, pair.Primary.DSN())
 	t0 := time.Now()
 	if err := pair.Primary.Ctl(ctx, "stop", "-m", "immediate"); err != nil {
@@ -94,10 +100,12 @@ func TestFailoverToStandby(t *testing.T) {
 		t.Errorf("transaction id on the new primary %d, not above %d taken on the old primary before it died", xidAfter, xidBefore)
 	}
 
-	if err := <-produced; err != nil {
-		t.Fatalf("produce: %v", err)
+	for _, c := range []chan error{produced, singlesDone} {
+		if err := <-c; err != nil {
+			t.Fatalf("produce: %v", err)
+		}
 	}
-	results.waitDistinct(t, len(recs), 2*time.Minute)
+	results.waitDistinct(t, len(recs)+singles.total(), 2*time.Minute)
 
 	// The test's own view of the store, on the new primary.
 	pool, err := pgxpool.New(ctx, pair.Standby.DSN())
@@ -116,17 +124,19 @@ func TestFailoverToStandby(t *testing.T) {
 	// Lost: acknowledged, not in the store. Doubled: more than one result
 	// item, or an entity with more events than commands.
 	lost, doubled := 0, 0
-	for i := range wl.entities {
-		for _, c := range wl.cmds[i] {
-			if len(results.get(c.CommandID)) > 0 && len(v.results[c.CommandID]) == 0 {
-				lost++
+	for _, w := range []*workload{wl, singles} {
+		for i := range w.entities {
+			for _, c := range w.cmds[i] {
+				if len(results.get(c.CommandID)) > 0 && len(v.results[c.CommandID]) == 0 {
+					lost++
+				}
+				if len(v.results[c.CommandID]) > 1 {
+					doubled++
+				}
 			}
-			if len(v.results[c.CommandID]) > 1 {
-				doubled++
+			if n := len(v.events[w.entities[i]]); n > w.steps {
+				doubled += n - w.steps
 			}
-		}
-		if n := len(v.events[wl.entities[i]]); n > wl.steps {
-			doubled += n - wl.steps
 		}
 	}
 	// Commit order across the promotion: items not held by the standby at
@@ -157,23 +167,30 @@ func TestFailoverToStandby(t *testing.T) {
 	}
 	t.Logf("failover: %d commands, %d acknowledged before the primary died; acknowledged lost %d, doubled %d; "+
 		"first command accepted %.2fs after the promotion (%.2fs after the primary died); xid %d before, %d after; %d items stored after it, all above notification id %d",
-		len(recs), ackedAtStop, lost, doubled, firstNew.Sub(promoted).Seconds(), firstNew.Sub(stopped).Seconds(), xidBefore, xidAfter, newItems, heldMax)
+		len(recs)+singles.total(), ackedAtStop, lost, doubled, firstNew.Sub(promoted).Seconds(), firstNew.Sub(stopped).Seconds(), xidBefore, xidAfter, newItems, heldMax)
 	if lost != 0 || doubled != 0 {
 		t.Errorf("acknowledged commands lost: %d, doubled: %d; want 0 and 0", lost, doubled)
 	}
-	checkExactlyOnce(t, v, wl, false)
+	checkStore(t, v, wl, storeWant{otherSequences: singles.total(), otherResults: singles.total()})
+	checkStore(t, v, singles, storeWant{otherSequences: len(wl.entities), otherResults: wl.total()})
 	kv := checkKafka(t, ctx, b, v)
 	t.Logf("Kafka (read uncommitted): %d event records, %d repeated; %d result records, %d repeated", len(kv.events), kv.eventDuplicates, len(kv.results), kv.resultDuplicates)
 
 	// The projector carried on too: its read model holds every entity at its
 	// last version.
 	testutil.Eventually(t, time.Minute, func() error {
-		for i, id := range wl.entities {
-			var row struct{ Version int64 }
-			code, err := getJSON(ctx, "http://"+projAddr+"/v1/read-models/example/"+id.String(), &row)
-			if err != nil || code != http.StatusOK || row.Version != int64(wl.steps) {
-				return fmt.Errorf("read model of entity %d: HTTP %d, version %d, want %d (%v)", i, code, row.Version, wl.steps, err)
+		var missing []string
+		for _, w := range []*workload{wl, singles} {
+			for i, id := range w.entities {
+				var row struct{ Version int64 }
+				code, err := getJSON(ctx, "http://"+projAddr+"/v1/read-models/example/"+id.String(), &row)
+				if err != nil || code != http.StatusOK || row.Version != int64(w.steps) {
+					missing = append(missing, fmt.Sprintf("entity %d of %d: HTTP %d, version %d, want %d (%v)", i, len(w.entities), code, row.Version, w.steps, err))
+				}
 			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("the read model lacks %d entities: %s", len(missing), strings.Join(missing[:min(5, len(missing))], "; "))
 		}
 		return nil
 	})
