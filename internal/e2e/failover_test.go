@@ -197,6 +197,10 @@ func TestFailoverToStandby(t *testing.T) {
 	for _, p := range []*program{writer, projector} {
 		p.stop(t, 30*time.Second)
 	}
+	if b, err := os.ReadFile(projector.logPath); err == nil {
+		t.Logf("the projector found %d partitions whose read-model commits the failover had taken back, and fetched them again",
+			strings.Count(string(b), "consumer found the store's tracking behind"))
+	}
 }
 
 // currentXid takes a transaction id on the server at dsn.
