@@ -10,9 +10,11 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,6 +80,7 @@ func NewReplicated(t testing.TB) *Replicated {
 	version := clusterVersion(t)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 3*time.Minute)
 	defer cancel()
+	dropOrphans(ctx, t, version)
 	base := fmt.Sprintf("evt_%d_%s", os.Getpid(), randHex(3))
 	app := base + "_standby"
 	primary := createCluster(t, ctx, version, base+"_primary")
@@ -210,6 +213,38 @@ func createCluster(t testing.TB, ctx context.Context, version, name string) *Clu
 	}
 	t.Fatalf("pgtest: no free port for a cluster from %d on: %v", firstClusterPort, lastErr)
 	return nil
+}
+
+// orphanRE matches the clusters NewReplicated makes; its group is the
+// process id of the test binary that made it.
+var orphanRE = regexp.MustCompile(`^evt_([0-9]+)_[0-9a-f]{6}_(primary|standby)$`)
+
+// dropOrphans drops the clusters that test binaries no longer running left
+// behind (a binary killed by its -timeout runs no cleanup).
+func dropOrphans(ctx context.Context, t testing.TB, version string) {
+	out, err := osexec.CommandContext(ctx, "pg_lsclusters", "--no-header").Output()
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != version {
+			continue
+		}
+		m := orphanRE.FindStringSubmatch(f[1])
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		if err := run(ctx, "pg_dropcluster", "--stop", version, f[1]); err != nil {
+			t.Logf("pgtest: drop the orphaned cluster %s: %v", f[1], err)
+		} else {
+			t.Logf("pgtest: dropped the cluster %s left by process %d", f[1], pid)
+		}
+	}
 }
 
 // portFree reports whether nothing listens on 127.0.0.1:port and no
