@@ -27,6 +27,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	var (
 		k        kafkaFlags
 		s        storeFlags
+		rf       readFlags
 		c        codecFlags
 		l        logFlags
 		httpAddr string
@@ -41,6 +42,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
+	rf.register(fs)
 	c.register(fs)
 	l.register(fs)
 	ha.register(fs)
@@ -57,6 +59,9 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	if err := k.check(); err != nil {
+		return UsageError{err}
+	}
+	if err := rf.check(&s); err != nil {
 		return UsageError{err}
 	}
 	d, err := p.domain(*entities)
@@ -88,6 +93,11 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
+	closeReads, err := rf.open(ctx, &s, &backend, log)
+	if err != nil {
+		return err
+	}
+	defer closeReads()
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}

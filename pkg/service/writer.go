@@ -40,12 +40,25 @@ type Backend struct {
 	// Schema is the PostgreSQL schema of a PostgreSQL backend's tables, where
 	// read models keep theirs too.
 	Schema string
+	// Reads, if set, serves the entity routes of the writer's API (GET
+	// /v1/entities/{entity}/{id} and its events) instead of Recorder: a
+	// recorder on a streaming replica of its database, which lags it
+	// (?min_version=N waits for a version). Writes, the relay, the log and the
+	// streams stay on Recorder.
+	Reads store.ApplicationRecorder
 }
 
-// Ready checks the backend can answer.
+// Ready checks the backend can answer, its read replica too.
 func (b Backend) Ready(ctx context.Context) error {
-	_, err := b.Recorder.MaxNotificationID(ctx)
-	return err
+	if _, err := b.Recorder.MaxNotificationID(ctx); err != nil {
+		return err
+	}
+	if b.Reads != nil {
+		if _, err := b.Reads.MaxNotificationID(ctx); err != nil {
+			return fmt.Errorf("read replica: %w", err)
+		}
+	}
+	return nil
 }
 
 // Kafka says how to reach Kafka.
@@ -207,10 +220,16 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	es := store.NewEventStore(mapper, cfg.Backend.Recorder)
+	if cfg.Backend.Reads != nil {
+		es = store.NewEventStore(mapper, cfg.Backend.Reads)
+	}
 	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: 1024})
 	if err != nil {
 		w.client.Close()
 		return nil, err
+	}
+	if cfg.Backend.Reads != nil {
+		w.entities.Reads = cfg.Backend.Reads
 	}
 	if cfg.Metrics != nil {
 		metrics.Consumer(cfg.Metrics, "writer", w.writer.TrackingName(), w.consumer.Stats)
