@@ -78,7 +78,9 @@ func TestStoreRoutes(t *testing.T) {
 	if !errors.Is(err, shard.ErrCrossShard) {
 		t.Fatalf("InTx appending another shard's entity: %v, want ErrCrossShard", err)
 	}
-	if err := s.InTx(ctx, func(tx store.Tx) error { return tx.SetTracking(ctx, store.Tracking{Name: "p", Topic: "t", Position: 3}) }); err != nil {
+	if err := s.InTx(ctx, func(tx store.Tx) error {
+		return tx.SetTracking(ctx, store.Tracking{Name: "p", Topic: "t", Position: 3})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if pos, err := shards[0].Tracking(ctx, "p", "t", 0); err != nil || pos != 3 {
