@@ -59,6 +59,9 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 		run  func(progress func(done, total int64)) (sqlmodel.RebuildStats, error)
 	}
 	var jobs []job
+	if s.shards.sharded(s.dsn) {
+		return UsageError{errors.New("rebuild reads one store's notification log, and each shard of a sharded store has a log of its own: rebuild on a sharded store is not supported yet (reset the projector's read model and tracking instead, and let it consume the events topics from the start)")}
+	}
 	s.migrate = true
 	backend, closeStore, err := s.open(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

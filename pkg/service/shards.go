@@ -71,6 +71,15 @@ func ShardedBackend(shards []Backend) (Backend, error) {
 	return b, nil
 }
 
+// Home returns the home shard (shard 0) of a sharded backend, where read
+// models and the tracking of projections live, or b itself.
+func (b Backend) Home() Backend {
+	if len(b.Shards) > 0 {
+		return b.Shards[0]
+	}
+	return b
+}
+
 // checkShards checks the commands topic's partition count against the shard
 // count and returns the router of the layout.
 func checkShards(ctx context.Context, adm *kadm.Client, topic string, shards int) (*shard.Router, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/eventlog/eventlog/pkg/store"
 )
@@ -15,14 +16,18 @@ import (
 var ErrShardLayout = errors.New("postgres: shard layout mismatch")
 
 // ShardLayout returns the shard layout recorded in the database (index and
-// count), or ok false if none is.
+// count), or ok false if none is (or the schema predates the layout table).
 func (r *Recorder) ShardLayout(ctx context.Context) (index, count int, ok bool, err error) {
 	if r.closed.Load() {
 		return 0, 0, false, store.ErrClosed
 	}
 	err = r.pool.QueryRow(ctx, "SELECT shard_index, shard_count FROM "+r.n.ShardLayout).Scan(&index, &count)
+	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
+		return 0, 0, false, nil
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01":
+		// A schema not migrated to 0005 yet records no layout.
 		return 0, 0, false, nil
 	case err != nil:
 		return 0, 0, false, fmt.Errorf("postgres: read the shard layout: %w", err)
@@ -46,7 +51,7 @@ func (r *Recorder) CheckShard(ctx context.Context, index, count int) error {
 		}
 		_, err := r.pool.Exec(ctx, "INSERT INTO "+r.n.ShardLayout+" (shard_index, shard_count) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING", index, count)
 		if err != nil {
-			return fmt.Errorf("postgres: record the shard layout: %w", err)
+			return fmt.Errorf("postgres: record the shard layout (is the schema migrated? run eventlog migrate): %w", err)
 		}
 	}
 	gotIndex, gotCount, ok, err := r.ShardLayout(ctx)

@@ -34,6 +34,7 @@ var (
 	_ store.ProcessRecorder  = (*Store)(nil)
 	_ store.SequencesReader  = (*Store)(nil)
 	_ store.SnapshotRecorder = (*Store)(nil)
+	_ store.KeyRecorder      = (*Store)(nil)
 )
 
 // New returns a store over shards, in shard order.
@@ -199,4 +200,41 @@ func (t homeTx) SelectEvents(ctx context.Context, sequenceID uuid.UUID, q store.
 		return nil, err
 	}
 	return t.Tx.SelectEvents(ctx, sequenceID, q)
+}
+
+// keysOf returns the store.KeyRecorder of entity seq's shard.
+func (s *Store) keysOf(seq uuid.UUID) (store.KeyRecorder, error) {
+	i := s.ShardOf(seq)
+	kr, ok := s.shards[i].(store.KeyRecorder)
+	if !ok {
+		return nil, fmt.Errorf("shard: shard %d (%T) keeps no data keys", i, s.shards[i])
+	}
+	return kr, nil
+}
+
+// DataKey implements store.KeyRecorder on seq's shard.
+func (s *Store) DataKey(ctx context.Context, seq uuid.UUID) (store.WrappedKey, error) {
+	kr, err := s.keysOf(seq)
+	if err != nil {
+		return store.WrappedKey{}, err
+	}
+	return kr.DataKey(ctx, seq)
+}
+
+// CreateDataKey implements store.KeyRecorder on k.SequenceID's shard.
+func (s *Store) CreateDataKey(ctx context.Context, k store.WrappedKey) (store.WrappedKey, error) {
+	kr, err := s.keysOf(k.SequenceID)
+	if err != nil {
+		return store.WrappedKey{}, err
+	}
+	return kr.CreateDataKey(ctx, k)
+}
+
+// Forget implements store.KeyRecorder on seq's shard.
+func (s *Store) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
+	kr, err := s.keysOf(seq)
+	if err != nil {
+		return 0, err
+	}
+	return kr.Forget(ctx, seq)
 }
