@@ -280,6 +280,10 @@ func shardedConformance(t *testing.T, n int) {
 			t.Fatalf("get %s at version 2: %d %v", id, code, ent)
 		}
 	}
+	// The notification log is per shard: the API says so.
+	if code, body := a.do("GET", "/v1/notifications?after=0&limit=10", nil); code != 501 || !strings.Contains(fmt.Sprint(body["error"]), "each with a notification log of its own") {
+		t.Fatalf("notifications of a sharded store: %d %v", code, body)
+	}
 }
 
 // TestShardedWriterRefusesPartitions checks that a commands topic whose
