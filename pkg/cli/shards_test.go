@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,6 @@ func TestShardFlagErrors(t *testing.T) {
 		{[]string{"writer", "-postgres-dsn", a, "-postgres-shards", a + "," + b, "-http-addr", "127.0.0.1:0"}, nil,
 			"-postgres-dsn and -postgres-shards both name the store"},
 		{[]string{"migrate", "-postgres-shards", a + "," + a}, nil, "shards 0 and 1 have the same DSN"},
-		{[]string{"rebuild", "-postgres-dsn", a, "-postgres-dsn", b}, nil, "rebuild on a sharded store is not supported yet"},
 	}
 	for _, c := range cases {
 		var out bytes.Buffer
@@ -67,6 +67,7 @@ func TestShardedCLI(t *testing.T) {
 
 	a := startDevWith(t, t.TempDir(), noEnv, "-postgres-dsn", dsns[0], "-postgres-dsn", dsns[1], "-partitions", "4")
 	seen := map[int]bool{}
+	sent := 0
 	for i := 0; i < 8 || len(seen) < 2; i++ {
 		if i > 40 {
 			t.Fatalf("no entity on both shards after %d", i)
@@ -80,5 +81,31 @@ func TestShardedCLI(t *testing.T) {
 		if out, err := run(t, "get", "--http-addr", a.http, "example", id); err != nil || !strings.Contains(out, "bar") {
 			t.Fatalf("get %s: %v\n%s", id, err, out)
 		}
+		sent++
+	}
+	// rebuild reads every shard's log.
+	out, err = run(t, "rebuild", "-postgres-dsn", dsns[0], "-postgres-dsn", dsns[1], "-json")
+	if err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, out)
+	}
+	var res []cli.RebuildResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 1 || res[0].Applied != int64(sent) || res[0].Notifications < int64(sent) {
+		t.Fatalf("rebuild of %d entities over 2 shards: %v %s", sent, err, out)
+	}
+}
+
+// rebuild on a store of one database, as before shards.
+func TestRebuildOneDatabase(t *testing.T) {
+	dsn := pgtest.Databases(t, 1)[0]
+	a := startDevWith(t, t.TempDir(), noEnv, "-postgres-dsn", dsn)
+	for range 3 {
+		if out, err := run(t, "send", "--kafka-brokers", a.broker, "--type", "create", "--entity", "example", "--attr", "foo=bar", "--json"); err != nil || !strings.Contains(out, `"status":"accepted"`) {
+			t.Fatalf("send: %v\n%s", err, out)
+		}
+	}
+	out, err := run(t, "rebuild", "-postgres-dsn", dsn, "-json")
+	var res []cli.RebuildResult
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || res[0].Applied != 3 {
+		t.Fatalf("rebuild: %v\n%s", err, out)
 	}
 }

@@ -19,6 +19,8 @@
 //     own log, so events keep their per-entity order (an entity lives on one
 //     shard) but there is no order across shards. Store.SelectNotifications
 //     on more than one shard fails with ErrCrossShard: read Shard(i).
+//     A MergedLog reads every shard's log as one, for a one-pass reader
+//     such as a read model's rebuild.
 //   - the tracking of the writer's command offsets lives on the shard of the
 //     partition it tracks (the writer uses each shard's recorder directly);
 //     Store.Tracking and Store.InTx, for the tracking of projections, use the
