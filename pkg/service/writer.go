@@ -122,7 +122,10 @@ type WriterConfig struct {
 }
 
 // Writer is the writer service: it consumes commands, appends their events, and
-// relays the store's notification log to Kafka.
+// relays the store's notification log to Kafka. Over a sharded backend
+// (Backend.Shards) it runs a command writer and a relay per shard: a
+// partition's commands go to the shard that owns the partition
+// (shard.Router), so a batch's transaction never spans databases.
 type Writer struct {
 	cfg       WriterConfig
 	client    *kgo.Client
