@@ -101,11 +101,10 @@ func checkShards(ctx context.Context, adm *kadm.Client, topic string, shards int
 // shard (shard.Router), so each part is one transaction of one database, with
 // the tracking of its partitions. Parts of different shards run at once.
 type shardedWriter struct {
-	router     *shard.Router
-	ws         []*command.Writer
-	log        *slog.Logger
-	misrouted  atomic.Int64
-	warnedOnce sync.Once
+	router    *shard.Router
+	ws        []*command.Writer
+	log       *slog.Logger
+	misrouted atomic.Int64 // commands found on another shard's partition
 }
 
 // HandleBatch handles each shard's records on that shard. If any shard fails,
