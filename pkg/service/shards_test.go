@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,17 +82,48 @@ func startWriter(t *testing.T, cfg service.WriterConfig) (w *service.Writer, sto
 // in order per entity.
 func TestShardedStore(t *testing.T) {
 	for _, n := range []int{2, 3} {
-		t.Run(fmt.Sprintf("%d shards", n), func(t *testing.T) { shardedConformance(t, n) })
+		t.Run(fmt.Sprintf("%d shards", n), func(t *testing.T) { shardedConformance(t, n, nil) })
 	}
+	// A batch whose part on one shard fails while the other shard's part
+	// commits is handed again: the shard that stored its part skips it.
+	t.Run("2 shards, one failing now and then", func(t *testing.T) {
+		shardedConformance(t, 2, func(i int, b service.Backend) service.Backend {
+			if i == 1 {
+				b.Recorder = &flakyRecorder{Recorder: b.Recorder.(*postgres.Recorder), every: 2}
+			}
+			return b
+		})
+	})
 }
 
-func shardedConformance(t *testing.T, n int) {
+// flakyRecorder fails every every-th transaction before it starts.
+type flakyRecorder struct {
+	*postgres.Recorder
+	every int64
+	calls atomic.Int64
+	fails atomic.Int64
+}
+
+func (f *flakyRecorder) InTx(ctx context.Context, fn func(store.Tx) error) error {
+	if f.calls.Add(1)%f.every == 0 {
+		f.fails.Add(1)
+		return errors.New("injected failure")
+	}
+	return f.Recorder.InTx(ctx, fn)
+}
+
+func shardedConformance(t *testing.T, n int, wrap func(int, service.Backend) service.Backend) {
 	const (
 		entities = 30
 		updates  = 4 // commands per entity: a create and this many updates
 	)
 	k := startBroker(t)
 	shards := pgShards(t, n)
+	if wrap != nil {
+		for i := range shards {
+			shards[i] = wrap(i, shards[i])
+		}
+	}
 	b, err := service.ShardedBackend(shards)
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +193,7 @@ func shardedConformance(t *testing.T, n int) {
 
 	// The first half of each entity's commands, then a new writer (a restart)
 	// for the rest and a redelivery of some commands already answered.
-	_, stop := startWriter(t, cfg)
+	w1, stop := startWriter(t, cfg)
 	var first, rest, again []wire.Command
 	for i := range cmds {
 		first = append(first, cmds[i][:3]...)
@@ -173,6 +205,7 @@ func shardedConformance(t *testing.T, n int) {
 	produce(first)
 	await(len(first))
 	stop()
+	skipped := w1.Stats().Skipped
 	w, _ := startWriter(t, cfg)
 	produce(append(rest, again...))
 	await(len(first) + len(rest) + len(again))
@@ -196,6 +229,15 @@ func shardedConformance(t *testing.T, n int) {
 	}
 	if st := w.Stats(); st.Duplicates != int64(len(again)) {
 		t.Errorf("second writer: %d duplicates, want %d", st.Duplicates, len(again))
+	}
+	for i, s := range shards {
+		if f, ok := s.Recorder.(*flakyRecorder); ok {
+			skipped += w.Stats().Skipped
+			t.Logf("shard %d: %d transactions failed on purpose; %d records skipped as stored already", i, f.fails.Load(), skipped)
+			if f.fails.Load() == 0 || skipped == 0 {
+				t.Errorf("shard %d: %d transactions failed, %d records skipped on the batches handed again; want both", i, f.fails.Load(), skipped)
+			}
+		}
 	}
 
 	// Each entity's events are on its shard only, complete and in order.
