@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/google/uuid"
 
@@ -24,8 +25,8 @@ type Recorder interface {
 // A Store is a store spread over shards: it routes each entity's events and
 // snapshots to the entity's shard (ShardOf), and keeps the tracking of
 // projections on the home shard, shard 0. With one shard it is that shard.
-// It implements store.ProcessRecorder, store.SequencesReader and
-// store.SnapshotRecorder.
+// It implements store.ProcessRecorder, store.SequencesReader,
+// store.SnapshotRecorder, store.KeyRecorder and store.Notifier.
 type Store struct {
 	shards []Recorder
 }
@@ -35,6 +36,7 @@ var (
 	_ store.SequencesReader  = (*Store)(nil)
 	_ store.SnapshotRecorder = (*Store)(nil)
 	_ store.KeyRecorder      = (*Store)(nil)
+	_ store.Notifier         = (*Store)(nil)
 )
 
 // New returns a store over shards, in shard order.
@@ -237,4 +239,33 @@ func (s *Store) Forget(ctx context.Context, seq uuid.UUID) (int64, error) {
 		return 0, err
 	}
 	return kr.Forget(ctx, seq)
+}
+
+// Notify implements store.Notifier over the shards that are Notifiers: the
+// channel receives a value after items may have committed on any of them, and
+// is closed when ctx ends (and the shards' channels are).
+func (s *Store) Notify(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	for _, sh := range s.shards {
+		n, ok := sh.(store.Notifier)
+		if !ok {
+			continue
+		}
+		ch := n.Notify(ctx)
+		wg.Go(func() {
+			for range ch {
+				select {
+				case out <- struct{}{}:
+				default: // coalesced
+				}
+			}
+		})
+	}
+	go func() {
+		<-ctx.Done()
+		wg.Wait()
+		close(out)
+	}()
+	return out
 }

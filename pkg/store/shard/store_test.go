@@ -1,8 +1,10 @@
 package shard_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -93,5 +95,23 @@ func TestStoreRoutes(t *testing.T) {
 	}
 	if ns, err := one.SelectNotifications(ctx, 0, 10); err != nil || len(ns) != 2 {
 		t.Fatalf("one shard's log: %d, %v", len(ns), err)
+	}
+}
+
+func TestStoreNotify(t *testing.T) {
+	s, _ := shard.New(memory.New(), memory.New())
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := s.Notify(ctx)
+	id := idOn(1, 2)
+	if _, err := s.InsertEvents(ctx, []store.SequencedItem{item(id, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no wake-up for a commit on shard 1")
+	}
+	cancel()
+	for range ch { // drains, then closes
 	}
 }
