@@ -33,6 +33,7 @@ import (
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/store/shard"
 	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -415,6 +416,8 @@ func (s *Server) storeError(w http.ResponseWriter, err error, format string, arg
 		writeError(w, http.StatusNotFound, "%s not found", what)
 	case errors.Is(err, events.ErrDecode):
 		writeError(w, http.StatusInternalServerError, "%s: %v", what, err)
+	case errors.Is(err, shard.ErrCrossShard):
+		writeError(w, http.StatusNotImplemented, "%s: %v", what, err)
 	default:
 		if s.Log != nil {
 			s.Log.Error("store", "what", what, "err", err)

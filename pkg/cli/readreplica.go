@@ -21,9 +21,15 @@ func (r *readFlags) register(fs *config.FlagSet) {
 	fs.Secret("postgres-read-dsn")
 }
 
-// check refuses a replica without a PostgreSQL store.
+// check refuses a replica without a PostgreSQL store, or with a sharded one.
 func (r *readFlags) check(s *storeFlags) error {
-	if r.dsn != "" && s.dsn == "" {
+	if r.dsn == "" {
+		return nil
+	}
+	if s.shards.sharded(s.dsn) {
+		return errors.New("-postgres-read-dsn names the replica of one database; a sharded store has none: leave it out, or give one -postgres-dsn")
+	}
+	if d, err := s.shards.dsns(s.dsn); err == nil && len(d) == 0 {
 		return errors.New("-postgres-read-dsn needs -postgres-dsn: it names a replica of the PostgreSQL store (SQLite has none)")
 	}
 	return nil

@@ -74,6 +74,9 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err := lim.check(); err != nil {
 		return UsageError{err}
 	}
+	if err := s.checkPartitions(k.partitions); err != nil {
+		return UsageError{err}
+	}
 	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -183,7 +184,7 @@ func (l *txLeader) prepare() error {
 	}
 	if l.prod == nil {
 		opts := append(slices.Clone(r.client.Opts()), kgo.TransactionalID(l.id), kgo.TransactionTimeout(r.cfg.TransactionTimeout))
-		p, err := kgo.NewClient(opts...)
+		p, err := newClientShared(opts...)
 		if err != nil {
 			return fmt.Errorf("transactional producer: %w", err)
 		}
@@ -521,4 +522,18 @@ func checkpointTopicHint(topic string, err error) error {
 		return fmt.Errorf("%w: %w; grant the relay's principal READ, WRITE and DESCRIBE on topic %s (and CREATE, for the relay to create it)", ErrTransactionsRefused, err, topic)
 	}
 	return err
+}
+
+// sharedOptsMu serialises newClientShared.
+var sharedOptsMu sync.Mutex
+
+// newClientShared is kgo.NewClient for options shared with other clients
+// built at the same time (the relays of a sharded store, each cloning the
+// options of one client): kgo.NewClient writes into the codec slice of a
+// kgo.ProducerBatchCompression option while it validates it, so that two
+// clients built at once from the same option race.
+func newClientShared(opts ...kgo.Opt) (*kgo.Client, error) {
+	sharedOptsMu.Lock()
+	defer sharedOptsMu.Unlock()
+	return kgo.NewClient(opts...)
 }
