@@ -141,18 +141,30 @@ type storeFlags struct {
 	sqlite  string
 	schema  string
 	migrate bool
+	shards  shardFlags // more than one DSN: a sharded store (shards.go)
 }
 
 func (s *storeFlags) register(fs *config.FlagSet, defaultSQLite string) {
-	fs.StringVar(&s.dsn, "postgres-dsn", "", "PostgreSQL DSN (postgres://user:pass@host:5432/db?sslmode=...); empty uses SQLite")
+	s.shards.registerDSN(fs, &s.dsn, "PostgreSQL DSN (postgres://user:pass@host:5432/db?sslmode=...); empty uses SQLite; repeat it for a sharded store, shard 0 first")
 	fs.StringVar(&s.sqlite, "sqlite-path", defaultSQLite, "SQLite database file, used when -postgres-dsn is empty")
 	fs.StringVar(&s.schema, "postgres-schema", "public", "PostgreSQL schema of eventlog's tables")
 	fs.BoolVar(&s.migrate, "migrate", true, "apply database migrations at start (else run 'eventlog migrate' first)")
+	s.shards.register(fs)
 	fs.Secret("postgres-dsn")
 }
 
 // open opens the store. close releases it.
 func (s *storeFlags) open(ctx context.Context, log *slog.Logger) (b service.Backend, close func(), err error) {
+	dsns, err := s.shards.dsns(s.dsn)
+	if err != nil {
+		return b, nil, UsageError{err}
+	}
+	if len(dsns) > 1 {
+		return s.openShards(ctx, log, dsns)
+	}
+	if len(dsns) == 1 {
+		s.dsn = dsns[0]
+	}
 	if s.dsn != "" {
 		pool, err := postgres.Connect(ctx, s.dsn)
 		if err != nil {
@@ -160,6 +172,11 @@ func (s *storeFlags) open(ctx context.Context, log *slog.Logger) (b service.Back
 		}
 		rec, err := postgres.New(ctx, pool, postgres.Options{Schema: s.schema, Migrate: s.migrate, Logger: log})
 		if err != nil {
+			pool.Close()
+			return b, nil, err
+		}
+		if err := rec.CheckShard(ctx, 0, 1); err != nil {
+			rec.Close()
 			pool.Close()
 			return b, nil, err
 		}

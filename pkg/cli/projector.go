@@ -117,6 +117,9 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 		return err
 	}
 	defer closeStore()
+	// Read models and the tracking of projections live on the home shard of
+	// a sharded store; the events come from Kafka, which carries every shard's.
+	backend = backend.Home()
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}
