@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,6 +33,9 @@ type Writer struct {
 	log    *slog.Logger
 	stats  counters
 	tracer trace.Tracer // nil: no tracing
+	// readResults is set when a batch that had to read its results (see
+	// prefetch) failed: the next batch reads them from its first attempt.
+	readResults atomic.Bool
 
 	trackMu sync.Mutex
 	tracked map[partitionKey]int64 // stored tracking of partitions, as this writer last read or committed it
@@ -200,9 +204,17 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 
 // handleInputs is handle after decoding the records (and starting their
 // spans).
-func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) error {
+func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) (err error) {
 	bypass := make(map[uuid.UUID]bool)
-	readTracking, readResults := false, false
+	readTracking, readResults := false, w.readResults.Swap(false)
+	defer func() {
+		if err != nil && readResults {
+			// The batch will be handed again: decide it with every result
+			// read from its first attempt, so that a duplicate does not
+			// cost it a failing attempt each time.
+			w.readResults.Store(true)
+		}
+	}()
 	conflicts := 0
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {

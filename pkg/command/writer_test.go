@@ -248,6 +248,29 @@ func TestDuplicateFoundByAppend(t *testing.T) {
 	if n := e.eventCount(other); n != 1 {
 		t.Fatalf("%d events of the new entity, want 1", n)
 	}
+
+	// A batch whose attempt after finding a duplicate fails is handed again:
+	// it then reads every result from its first attempt, so that failures
+	// coming every other transaction cannot keep it from being stored.
+	third := cmd("create", "example", uuid.New(), `{}`)
+	recs := []wire.Record{e.record(0, third), e.record(0, update)}
+	e.rec.failCommit = append(e.rec.failCommit, nil, errTransient) // the first attempt conflicts anyway
+	if err := e.w.HandleBatch(context.Background(), recs); !errors.Is(err, errTransient) {
+		t.Fatalf("HandleBatch = %v, want the injected failure", err)
+	}
+	e.rec.failCommit = append(e.rec.failCommit, errTransient, nil)
+	if err := e.w.HandleBatch(context.Background(), recs); !errors.Is(err, errTransient) {
+		t.Fatalf("HandleBatch = %v, want the injected failure", err)
+	}
+	e.handle(e.w, recs...)
+	if st.Attempts != 1 || st.Duplicates != 1 || st.Accepted != 1 {
+		t.Fatalf("batch handed again: %+v, want 1 attempt, 1 duplicate, 1 accepted", st)
+	}
+	checkResult(t, e.result(third.CommandID), wire.StatusAccepted, 1, 0)
+	e.handle(e.w, e.record(0, cmd("create", "example", uuid.New(), `{}`)))
+	if st.Attempts != 1 {
+		t.Fatalf("next batch: %d attempts", st.Attempts)
+	}
 }
 
 func TestRedeliverySkipped(t *testing.T) {
