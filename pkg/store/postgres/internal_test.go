@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/store"
 )
 
@@ -150,13 +152,15 @@ func TestInsertEventsPastSavepoints(t *testing.T) {
 			t.Fatalf("a conflicting call stored %d items (%v)", len(items), err)
 		}
 	}
-	ns, err := r.SelectNotifications(ctx, 0, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ns) != 1+len(ids) {
-		t.Fatalf("%d notifications, want %d", len(ns), 1+len(ids))
-	}
+	var ns []store.Notification
+	// A transaction open anywhere on the server holds the log back.
+	testutil.Eventually(t, time.Minute, func() error {
+		var err error
+		if ns, err = r.SelectNotifications(ctx, 0, 1000); err == nil && len(ns) != 1+len(ids) {
+			err = fmt.Errorf("%d notifications, want %d", len(ns), 1+len(ids))
+		}
+		return err
+	})
 	for i, n := range ns[1:] {
 		if n.ID != ids[i] {
 			t.Fatalf("notification %d has id %d, the call returned %d", i, n.ID, ids[i])
