@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -43,6 +42,19 @@ type BenchResult struct {
 	P50ms             float64 `json:"latency_p50_ms"`
 	P99ms             float64 `json:"latency_p99_ms"`
 	CPUs              int     `json:"cpus"`
+	// The workload's shape: Zipf exponent of the entity choice (0:
+	// uniform), entities created before the measured phases.
+	Zipf     float64 `json:"zipf,omitempty"`
+	Preload  int     `json:"preload,omitempty"`
+	Rejected int64   `json:"rejected"` // commands the writer rejected, over the run
+	Conflict int64   `json:"conflict"` // commands that met a version conflict
+	// The mixed phase: commands at Rate while readers fetch entities.
+	Mixed *BenchMixed `json:"mixed,omitempty"`
+	// The process's resident memory when the writer had started, at the
+	// end, and the highest seen (sampled every second).
+	RSSStart int64 `json:"rss_start_bytes"`
+	RSSEnd   int64 `json:"rss_end_bytes"`
+	RSSPeak  int64 `json:"rss_peak_bytes"`
 	// Where the time goes: the writer's batches in each phase, and, in the
 	// latency phase, the time from produce until the relay produced the
 	// result (consumer pick-up, the writer's batch, relay pick-up) and from
@@ -53,6 +65,24 @@ type BenchResult struct {
 	ToRelayP99ms float64     `json:"to_relay_p99_ms"`
 	RelayToP50ms float64     `json:"relay_to_result_p50_ms"`
 	RelayToP99ms float64     `json:"relay_to_result_p99_ms"`
+}
+
+// BenchMixed is the mixed phase: commands at a fixed rate while HTTP readers
+// fetch rebuilt entities (GET /v1/entities/{type}/{id}, one in ten with
+// ?version=1).
+type BenchMixed struct {
+	Seconds           float64 `json:"seconds"`
+	Readers           int     `json:"readers"`
+	Commands          int64   `json:"commands"`
+	CommandsPerSecond float64 `json:"commands_per_second"`
+	CommandP50ms      float64 `json:"command_p50_ms"`
+	CommandP99ms      float64 `json:"command_p99_ms"`
+	Reads             int64   `json:"reads"`
+	ReadsPerSecond    float64 `json:"reads_per_second"`
+	ReadP50ms         float64 `json:"read_p50_ms"`
+	ReadP99ms         float64 `json:"read_p99_ms"`
+	ReadErrors        int64   `json:"read_errors"`
+	ReadShare         float64 `json:"read_share"` // of all operations, as measured
 }
 
 // BenchStages sums up the writer's batches of one phase.
@@ -124,11 +154,23 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		latencyFor        time.Duration
 		dsn               string
 		asJSON            bool
+		zipfS             float64
+		preload           int
+		mixFor            time.Duration
+		nReaders          int
+		readShare         float64
+		cacheSize         int
 	)
 	fs.IntVar(&n, "commands", 20000, "commands in the throughput phase")
 	fs.IntVar(&entities, "entities-n", 2000, "distinct entities they go to")
-	fs.IntVar(&rate, "rate", 2000, "commands/s in the latency phase")
+	fs.IntVar(&rate, "rate", 2000, "commands/s in the latency and mixed phases")
 	fs.DurationVar(&latencyFor, "latency-for", 5*time.Second, "length of the latency phase (0: skip)")
+	fs.Float64Var(&zipfS, "zipf", 0, "Zipf exponent of the entity each command and read goes to, above 1 (1.1: a few hot entities take most; 0: uniform)")
+	fs.IntVar(&preload, "preload", 0, "entities (of -entities-n) created before the measured phases")
+	fs.DurationVar(&mixFor, "duration", 0, "length of the mixed phase: commands at -rate while -readers fetch entities over HTTP (0: skip)")
+	fs.IntVar(&nReaders, "readers", 8, "HTTP readers of the mixed phase; one read in ten asks ?version=1")
+	fs.Float64Var(&readShare, "read-share", 0.85, "reads' share of the mixed phase's operations, from 0 to 1: reads/s = -rate * share/(1-share); 1: as many as the readers can")
+	fs.IntVar(&cacheSize, "cache-size", 0, "aggregates the writer and the entity API keep in memory each (0: the default; -1: none)")
 	fs.StringVar(&dsn, "postgres-dsn", "", "benchmark PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	var pipeline bool
@@ -155,6 +197,9 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	}
 	if n < 1 || entities < 1 || entities > n || rate < 1 {
 		return UsageError{fmt.Errorf("want -commands >= -entities-n >= 1 and -rate >= 1")}
+	}
+	if err := checkPhases(zipfS, preload, entities, mixFor, nReaders, readShare, cacheSize); err != nil {
+		return UsageError{err}
 	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
@@ -193,7 +238,8 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	brokers := cluster.ListenAddrs()
 	k.brokers = brokers
 	stages := &stageRecorder{}
-	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline})
+	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline,
+		CacheSize: cacheSize})
 	if err != nil {
 		return err
 	}
@@ -201,6 +247,18 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	wdone := make(chan error, 1)
 	go func() { wdone <- w.Run(wctx) }()
 	defer func() { stopWriter(); <-wdone }()
+	var httpAddr string
+	if mixFor > 0 && nReaders > 0 {
+		addr, stop, err := benchHTTP(w, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		httpAddr = addr
+	}
+	rss := watchRSS()
+	rssStart := rssBytes()
+	fmt.Fprintf(env.Stderr, "RSS at start: %s\n", mib(rssStart))
 
 	topics := wire.Topics{Prefix: "eventlog"}
 	prod, err := kgo.NewClient(k.clientOptions(kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))...)
@@ -226,16 +284,55 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		ids[i] = uuid.New()
 	}
 	eventTopics := map[string]bool{}
+	choose := newChooser(entities, zipfS, 1)
+	// The i-th command of the throughput phase creates entity i, unless it
+	// was preloaded; every other command updates an existing one.
 	command := func(i int) (wire.Command, []byte) {
-		id := ids[i%entities]
-		c := workload(id, i < entities, i)
+		j, first := i%entities, i < entities && i >= preload
+		if zipfS > 0 && !first {
+			j = choose.pick(min(entities, max(i, preload)))
+		}
+		c := workload(ids[j], first, preload+i)
 		c.CommandID = uuid.New()
 		eventTopics[topics.Events(c.Entity)] = true
 		b, _ := json.Marshal(c)
 		return c, b
 	}
+	preloaded := int64(0)
+	if preload > 0 {
+		bar := newProgressBar(env.Stderr, "preload")
+		for i := range preload {
+			c := workload(ids[i], true, i)
+			c.CommandID = uuid.New()
+			eventTopics[topics.Events(c.Entity)] = true
+			b, _ := json.Marshal(c)
+			results.expect(c.CommandID)
+			prod.Produce(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(c.EntityID.String()), Value: b}, nil)
+		}
+		for results.done() < int64(preload) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			bar.set(results.done(), int64(preload), thousands(results.done())+" entities")
+			time.Sleep(20 * time.Millisecond)
+		}
+		bar.set(int64(preload), int64(preload), thousands(int64(preload))+" entities")
+		bar.finish()
+		preloaded = int64(preload)
+		stages.take()
+	}
 
 	// Throughput: produce everything, wait for every result.
+	var baseEvents int64 // the preload's, on Kafka already
+	for preloaded > 0 {
+		if baseEvents, err = eventsOnKafka(ctx, kadm.NewClient(prod), eventTopics); err == nil && baseEvents >= preloaded {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	bar := newProgressBar(env.Stderr, "commands")
 	start := time.Now()
 	for i := range n {
@@ -243,30 +340,27 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		results.expect(c.CommandID)
 		prod.Produce(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(c.EntityID.String()), Value: b}, nil)
 	}
-	for results.done() < int64(n) {
+	for results.done()-preloaded < int64(n) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		bar.set(results.done(), int64(n), thousands(results.done())+" results")
+		bar.set(results.done()-preloaded, int64(n), thousands(results.done()-preloaded)+" results")
 		time.Sleep(20 * time.Millisecond)
 	}
 	bar.set(int64(n), int64(n), thousands(int64(n))+" results")
 	bar.finish()
 	elapsed := time.Since(start)
-	res := BenchResult{Store: backend.Name, Commands: n, CommandsPerSecond: float64(n) / elapsed.Seconds(), Rate: rate, CPUs: runtime.NumCPU()}
+	res := BenchResult{Store: backend.Name, Commands: n, CommandsPerSecond: float64(n) / elapsed.Seconds(), Rate: rate, CPUs: runtime.NumCPU(),
+		Zipf: zipfS, Preload: preload, RSSStart: rssStart}
 	res.Throughput = stages.take()
 
 	// Relay: time until every event is on Kafka, from the same start.
 	adm := kadm.NewClient(prod)
 	for {
-		ends, err := adm.ListEndOffsets(ctx, slices.Collect(maps.Keys(eventTopics))...)
-		if err == nil {
-			var total int64
-			ends.Each(func(o kadm.ListedOffset) { total += o.Offset })
-			if total >= int64(n) {
-				res.Events = total
-				break
-			}
+		total, err := eventsOnKafka(ctx, adm, eventTopics)
+		if err == nil && total-baseEvents >= int64(n) {
+			res.Events = total - baseEvents
+			break
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -317,6 +411,25 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		res.RelayToP50ms, res.RelayToP99ms = percentiles(relayTo)
 		res.Latency = stages.take()
 	}
+	sent := n + int(float64(rate)*latencyFor.Seconds())
+	if mixFor > 0 {
+		produce := func(i int) <-chan arrival {
+			c, b := command(sent + i)
+			wait := results.expect(c.CommandID)
+			prod.Produce(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(c.EntityID.String()), Value: b}, nil)
+			return wait
+		}
+		var rd *readers
+		if nReaders > 0 {
+			rd = newReaders(httpAddr, workload(ids[0], true, 0).Entity, ids, choose.fork(99), nReaders)
+		}
+		m := mixedPhase(ctx, env, mixFor, rate, produce, rd, nReaders, readShare)
+		res.Mixed = &m
+	}
+	st := w.Stats()
+	res.Rejected, res.Conflict = st.Rejected, st.Conflict
+	res.RSSEnd = rssBytes()
+	res.RSSPeak = max(rss.close(), res.RSSEnd)
 	if asJSON {
 		return json.NewEncoder(env.Stdout).Encode(res)
 	}
@@ -335,6 +448,18 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		fmt.Fprintf(tw, "  relay produce to result\tp50 %.1f ms\tp99 %.1f ms\t\n", res.RelayToP50ms, res.RelayToP99ms)
 		stageLine("writer batches, latency", res.Latency)
 	}
+	if m := res.Mixed; m != nil {
+		fmt.Fprintf(tw, "mixed, %.0fs: commands\t%s at %.0f/s\tp50 %.1f ms, p99 %.1f ms command to result\t\n",
+			m.Seconds, thousands(m.Commands), m.CommandsPerSecond, m.CommandP50ms, m.CommandP99ms)
+		fmt.Fprintf(tw, "mixed, %.0fs: reads (%d readers)\t%s at %.0f/s\tp50 %.2f ms, p99 %.2f ms; %.0f%% of operations, %d failed\t\n",
+			m.Seconds, m.Readers, thousands(m.Reads), m.ReadsPerSecond, m.ReadP50ms, m.ReadP99ms, 100*m.ReadShare, m.ReadErrors)
+	}
+	shape := "uniform"
+	if res.Zipf > 0 {
+		shape = fmt.Sprintf("Zipf s=%g", res.Zipf)
+	}
+	fmt.Fprintf(tw, "workload\t%s over %s entities, %s preloaded\t%d rejected, %d conflicts\t\n", shape, thousands(int64(entities)), thousands(int64(preload)), res.Rejected, res.Conflict)
+	fmt.Fprintf(tw, "RSS\tstart %s, end %s\tpeak %s\t\n", mib(res.RSSStart), mib(res.RSSEnd), mib(res.RSSPeak))
 	fmt.Fprintf(tw, "machine\t%d CPUs\t%s/%s\t\n", res.CPUs, runtime.GOOS, runtime.GOARCH)
 	return tw.Flush()
 }
