@@ -86,7 +86,7 @@ func histBucket(d time.Duration) int {
 		return int(v) // exact below 32ns
 	}
 	sub := (v >> (e - 5)) & (histSub - 1)
-	return e*histSub + int(sub)
+	return (e-4)*histSub + int(sub)
 }
 
 // histLower returns the smallest duration of bucket b.
@@ -94,7 +94,7 @@ func histLower(b int) time.Duration {
 	if b < histSub {
 		return time.Duration(b)
 	}
-	e, sub := b/histSub, uint64(b%histSub)
+	e, sub := b/histSub+4, uint64(b%histSub)
 	return time.Duration((uint64(histSub) + sub) << (e - 5))
 }
 
