@@ -170,6 +170,8 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	fs.DurationVar(&mixFor, "duration", 0, "length of the mixed phase: commands at -rate while -readers fetch entities over HTTP (0: skip)")
 	fs.IntVar(&nReaders, "readers", 8, "HTTP readers of the mixed phase; one read in ten asks ?version=1")
 	fs.Float64Var(&readShare, "read-share", 0.85, "reads' share of the mixed phase's operations, from 0 to 1: reads/s = -rate * share/(1-share); 1: as many as the readers can")
+	var brokerList config.List
+	fs.Var(&brokerList, "kafka-brokers", "Kafka seed brokers to use, host:port[,host:port...], with topics of the run's own (empty: an in-process broker, whose records count in the RSS)")
 	fs.IntVar(&cacheSize, "cache-size", 0, "aggregates the writer and the entity API keep in memory each (0: the default; -1: none)")
 	fs.StringVar(&dsn, "postgres-dsn", "", "benchmark PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
@@ -178,6 +180,10 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
+	// What one run measures, not how a service is configured: a service's
+	// environment (EVENTLOG_KAFKA_BROKERS, EVENTLOG_DURATION) must not
+	// change it.
+	fs.Local("zipf", "preload", "duration", "readers", "read-share", "kafka-brokers")
 	entityTypes := p.entitiesFlag(fs, "entity types the writer runs, comma-separated (the workload uses the first)")
 	k := kafkaFlags{prefix: "eventlog", partitions: 4, replication: -1}
 	k.registerCompression(fs)
@@ -213,11 +219,20 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		defer pprof.StopCPUProfile()
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
-	if err != nil {
-		return err
+	group := ""
+	if len(brokerList) == 0 {
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4))
+		if err != nil {
+			return err
+		}
+		defer cluster.Close()
+		brokerList = cluster.ListenAddrs()
+	} else {
+		// Topics and a group of the run's own, so that nothing of an
+		// earlier run is consumed.
+		k.prefix = "bench-" + uuid.NewString()[:8]
+		group = k.prefix + "-writer"
 	}
-	defer cluster.Close()
 	tmp, err := os.MkdirTemp("", "eventlog-bench-")
 	if err != nil {
 		return err
@@ -235,11 +250,11 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	if dsn != "" {
 		defer dropSchema(dsn, s.schema)
 	}
-	brokers := cluster.ListenAddrs()
-	k.brokers = brokers
+	brokers := []string(brokerList)
+	k.brokers = brokerList
 	stages := &stageRecorder{}
 	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline,
-		CacheSize: cacheSize})
+		CacheSize: cacheSize, Group: group})
 	if err != nil {
 		return err
 	}
@@ -260,7 +275,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	rssStart := rssBytes()
 	fmt.Fprintf(env.Stderr, "RSS at start: %s\n", mib(rssStart))
 
-	topics := wire.Topics{Prefix: "eventlog"}
+	topics := wire.Topics{Prefix: k.prefix}
 	prod, err := kgo.NewClient(k.clientOptions(kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))...)
 	if err != nil {
 		return err
