@@ -55,6 +55,9 @@ type BenchResult struct {
 	RSSStart int64 `json:"rss_start_bytes"`
 	RSSEnd   int64 `json:"rss_end_bytes"`
 	RSSPeak  int64 `json:"rss_peak_bytes"`
+	// The Go heap in use at the same two moments (runtime.MemStats.HeapInuse).
+	HeapStart int64 `json:"heap_start_bytes"`
+	HeapEnd   int64 `json:"heap_end_bytes"`
 	// Where the time goes: the writer's batches in each phase, and, in the
 	// latency phase, the time from produce until the relay produced the
 	// result (consumer pick-up, the writer's batch, relay pick-up) and from
@@ -273,7 +276,8 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	}
 	rss := watchRSS()
 	rssStart := rssBytes()
-	fmt.Fprintf(env.Stderr, "RSS at start: %s\n", mib(rssStart))
+	heapStart := heapInuse()
+	fmt.Fprintf(env.Stderr, "RSS at start: %s (Go heap %s)\n", mib(rssStart), mib(heapStart))
 
 	topics := wire.Topics{Prefix: k.prefix}
 	prod, err := kgo.NewClient(k.clientOptions(kgo.ProducerLinger(0), kgo.MaxBufferedRecords(1<<20))...)
@@ -366,7 +370,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	bar.finish()
 	elapsed := time.Since(start)
 	res := BenchResult{Store: backend.Name, Commands: n, CommandsPerSecond: float64(n) / elapsed.Seconds(), Rate: rate, CPUs: runtime.NumCPU(),
-		Zipf: zipfS, Preload: preload, RSSStart: rssStart}
+		Zipf: zipfS, Preload: preload, RSSStart: rssStart, HeapStart: heapStart}
 	res.Throughput = stages.take()
 
 	// Relay: time until every event is on Kafka, from the same start.
@@ -443,7 +447,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	}
 	st := w.Stats()
 	res.Rejected, res.Conflict = st.Rejected, st.Conflict
-	res.RSSEnd = rssBytes()
+	res.RSSEnd, res.HeapEnd = rssBytes(), heapInuse()
 	res.RSSPeak = max(rss.close(), res.RSSEnd)
 	if asJSON {
 		return json.NewEncoder(env.Stdout).Encode(res)
@@ -474,7 +478,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		shape = fmt.Sprintf("Zipf s=%g", res.Zipf)
 	}
 	fmt.Fprintf(tw, "workload\t%s over %s entities, %s preloaded\t%d rejected, %d conflicts\t\n", shape, thousands(int64(entities)), thousands(int64(preload)), res.Rejected, res.Conflict)
-	fmt.Fprintf(tw, "RSS\tstart %s, end %s\tpeak %s\t\n", mib(res.RSSStart), mib(res.RSSEnd), mib(res.RSSPeak))
+	fmt.Fprintf(tw, "RSS\tstart %s, end %s, peak %s\tGo heap start %s, end %s\t\n", mib(res.RSSStart), mib(res.RSSEnd), mib(res.RSSPeak), mib(res.HeapStart), mib(res.HeapEnd))
 	fmt.Fprintf(tw, "machine\t%d CPUs\t%s/%s\t\n", res.CPUs, runtime.GOOS, runtime.GOARCH)
 	return tw.Flush()
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -146,6 +147,13 @@ func rssBytes() int64 {
 		}
 	}
 	return 0
+}
+
+// heapInuse returns the bytes of the Go heap's spans in use.
+func heapInuse() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }
 
 // mib formats bytes in MiB.
