@@ -86,6 +86,9 @@ type BenchMixed struct {
 	ReadP99ms         float64 `json:"read_p99_ms"`
 	ReadErrors        int64   `json:"read_errors"`
 	ReadShare         float64 `json:"read_share"` // of all operations, as measured
+	// Unanswered counts commands whose result had not come
+	// mixedDrainTimeout after the phase.
+	Unanswered int `json:"unanswered"`
 }
 
 // BenchStages sums up the writer's batches of one phase.
@@ -432,17 +435,16 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	}
 	sent := n + int(float64(rate)*latencyFor.Seconds())
 	if mixFor > 0 {
-		produce := func(i int) <-chan arrival {
+		produce := func(i int, h *hist) {
 			c, b := command(sent + i)
-			wait := results.expect(c.CommandID)
+			results.expectInto(c.CommandID, time.Now(), h)
 			prod.Produce(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(c.EntityID.String()), Value: b}, nil)
-			return wait
 		}
 		var rd *readers
 		if nReaders > 0 {
 			rd = newReaders(httpAddr, workload(ids[0], true, 0).Entity, ids, choose.fork(99), nReaders)
 		}
-		m := mixedPhase(ctx, env, mixFor, rate, produce, rd, nReaders, readShare)
+		m := mixedPhase(ctx, env, mixFor, rate, produce, results.pending, rd, nReaders, readShare)
 		res.Mixed = &m
 	}
 	st := w.Stats()
@@ -468,8 +470,8 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 		stageLine("writer batches, latency", res.Latency)
 	}
 	if m := res.Mixed; m != nil {
-		fmt.Fprintf(tw, "mixed, %.0fs: commands\t%s at %.0f/s\tp50 %.1f ms, p99 %.1f ms command to result\t\n",
-			m.Seconds, thousands(m.Commands), m.CommandsPerSecond, m.CommandP50ms, m.CommandP99ms)
+		fmt.Fprintf(tw, "mixed, %.0fs: commands\t%s at %.0f/s\tp50 %.1f ms, p99 %.1f ms command to result; %d unanswered\t\n",
+			m.Seconds, thousands(m.Commands), m.CommandsPerSecond, m.CommandP50ms, m.CommandP99ms, m.Unanswered)
 		fmt.Fprintf(tw, "mixed, %.0fs: reads (%d readers)\t%s at %.0f/s\tp50 %.2f ms, p99 %.2f ms; %.0f%% of operations, %d failed\t\n",
 			m.Seconds, m.Readers, thousands(m.Reads), m.ReadsPerSecond, m.ReadP50ms, m.ReadP99ms, 100*m.ReadShare, m.ReadErrors)
 	}
@@ -498,8 +500,16 @@ func dropSchema(dsn, schema string) {
 // resultWatcher counts results and wakes waiters.
 type resultWatcher struct {
 	mu      sync.Mutex
-	waiting map[uuid.UUID]chan arrival
+	waiting map[uuid.UUID]waiter
 	n       atomic.Int64
+}
+
+// A waiter is told of its result's arrival on ch, or, with h set, adds the
+// time from sent to the arrival to h.
+type waiter struct {
+	ch   chan arrival
+	sent time.Time
+	h    *hist
 }
 
 // arrival is when a result was consumed, and when the relay produced it (the
@@ -509,15 +519,30 @@ type arrival struct {
 }
 
 func newResultWatcher() *resultWatcher {
-	return &resultWatcher{waiting: make(map[uuid.UUID]chan arrival)}
+	return &resultWatcher{waiting: make(map[uuid.UUID]waiter)}
 }
 
 func (r *resultWatcher) expect(id uuid.UUID) <-chan arrival {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ch := make(chan arrival, 1)
-	r.waiting[id] = ch
+	r.waiting[id] = waiter{ch: ch}
 	return ch
+}
+
+// expectInto adds the time from sent until command id's result arrives to
+// h: a command waited for costs a map entry, no goroutine.
+func (r *resultWatcher) expectInto(id uuid.UUID, sent time.Time, h *hist) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waiting[id] = waiter{sent: sent, h: h}
+}
+
+// pending returns the number of results waited for.
+func (r *resultWatcher) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiting)
 }
 
 func (r *resultWatcher) done() int64 { return r.n.Load() }
@@ -532,11 +557,16 @@ func (r *resultWatcher) consume(ctx context.Context, cl *kgo.Client) {
 				return
 			}
 			r.mu.Lock()
-			ch, ok := r.waiting[id]
+			w, ok := r.waiting[id]
 			delete(r.waiting, id)
 			r.mu.Unlock()
-			if ok {
-				ch <- arrival{at: now, produced: rec.Timestamp}
+			switch {
+			case !ok:
+			case w.h != nil:
+				w.h.add(now.Sub(w.sent))
+				r.n.Add(1)
+			default:
+				w.ch <- arrival{at: now, produced: rec.Timestamp}
 				r.n.Add(1)
 			}
 		})

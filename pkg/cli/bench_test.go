@@ -56,7 +56,7 @@ func TestBenchMixedPhase(t *testing.T) {
 		t.Errorf("workload %+v", res)
 	case m == nil:
 		t.Fatalf("no mixed phase in %s", out)
-	case m.Commands < 200 || m.CommandP50ms <= 0 || m.CommandP99ms < m.CommandP50ms:
+	case m.Commands < 200 || m.Unanswered != 0 || m.CommandP50ms <= 0 || m.CommandP99ms < m.CommandP50ms:
 		t.Errorf("mixed phase's commands: %+v", m)
 	case m.Reads < 10 || m.ReadErrors != 0 || m.ReadP50ms <= 0 || m.ReadP99ms < m.ReadP50ms || m.Readers != 2:
 		t.Errorf("mixed phase's reads: %+v", m)

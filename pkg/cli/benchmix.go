@@ -330,10 +330,16 @@ func checkPhases(zipfS float64, preload, entities int, mixFor time.Duration, nRe
 	return nil
 }
 
-// mixedPhase produces commands at rate for d (produce sends the i-th and
-// returns where its result arrives) while rd's k readers fetch entities,
-// reads being share of all operations (1: as many as they can).
-func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce func(i int) <-chan arrival, rd *readers, k int, share float64) BenchMixed {
+// mixedDrainTimeout bounds the wait, after the mixed phase, for the results
+// of its last commands.
+const mixedDrainTimeout = 30 * time.Second
+
+// mixedPhase produces commands at rate for d (produce sends the i-th, whose
+// latency goes into h; pending counts the results still awaited) while rd's
+// k readers fetch entities, reads being share of all operations (1: as
+// many as they can).
+func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce func(i int, h *hist), pending func() int, rd *readers, k int, share float64) BenchMixed {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var rdone chan struct{}
@@ -348,7 +354,6 @@ func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce
 	}
 	bar := newProgressBar(env.Stderr, "mixed")
 	var lat hist
-	var wg sync.WaitGroup
 	tick := time.Second / time.Duration(rate)
 	next := time.Now()
 	var commands int64
@@ -361,18 +366,8 @@ func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce
 		if ctx.Err() != nil {
 			break
 		}
-		sent := time.Now()
-		wait := produce(i)
+		produce(i, &lat)
 		commands++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case got := <-wait:
-				lat.add(got.at.Sub(sent))
-			case <-time.After(30 * time.Second):
-			}
-		}()
 		if i%rate == 0 {
 			note := fmt.Sprintf("%d commands/s", rate)
 			if rd != nil {
@@ -386,10 +381,12 @@ func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce
 	if rdone != nil {
 		<-rdone
 	}
-	wg.Wait()
+	for drain := time.Now().Add(mixedDrainTimeout); pending() > 0 && time.Now().Before(drain) && parent.Err() == nil; {
+		time.Sleep(10 * time.Millisecond)
+	}
 	bar.finish()
 	m := BenchMixed{Seconds: elapsed.Seconds(), Readers: k, Commands: commands, CommandsPerSecond: float64(commands) / elapsed.Seconds(),
-		CommandP50ms: lat.quantile(0.5), CommandP99ms: lat.quantile(0.99)}
+		CommandP50ms: lat.quantile(0.5), CommandP99ms: lat.quantile(0.99), Unanswered: pending()}
 	if rd != nil {
 		m.Reads, m.ReadErrors = rd.lat.n.Load(), rd.errors.Load()
 		m.ReadsPerSecond = float64(m.Reads) / elapsed.Seconds()
