@@ -89,6 +89,11 @@ type BenchMixed struct {
 	// Unanswered counts commands whose result had not come
 	// mixedDrainTimeout after the phase.
 	Unanswered int `json:"unanswered"`
+	// The process's RSS as the phase began, after the preload and the
+	// phases before it, and as it ended: the pair that shows whether memory
+	// stays flat under a steady load.
+	RSSStart int64 `json:"rss_start_bytes"`
+	RSSEnd   int64 `json:"rss_end_bytes"`
 }
 
 // BenchStages sums up the writer's batches of one phase.
@@ -474,6 +479,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 			m.Seconds, thousands(m.Commands), m.CommandsPerSecond, m.CommandP50ms, m.CommandP99ms, m.Unanswered)
 		fmt.Fprintf(tw, "mixed, %.0fs: reads (%d readers)\t%s at %.0f/s\tp50 %.2f ms, p99 %.2f ms; %.0f%% of operations, %d failed\t\n",
 			m.Seconds, m.Readers, thousands(m.Reads), m.ReadsPerSecond, m.ReadP50ms, m.ReadP99ms, 100*m.ReadShare, m.ReadErrors)
+		fmt.Fprintf(tw, "mixed, %.0fs: RSS\tstart %s, end %s\t\t\n", m.Seconds, mib(m.RSSStart), mib(m.RSSEnd))
 	}
 	shape := "uniform"
 	if res.Zipf > 0 {

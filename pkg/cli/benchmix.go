@@ -340,6 +340,7 @@ const mixedDrainTimeout = 30 * time.Second
 // many as they can).
 func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce func(i int, h *hist), pending func() int, rd *readers, k int, share float64) BenchMixed {
 	parent := ctx
+	rssStart := rssBytes()
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var rdone chan struct{}
@@ -386,7 +387,8 @@ func mixedPhase(ctx context.Context, env Env, d time.Duration, rate int, produce
 	}
 	bar.finish()
 	m := BenchMixed{Seconds: elapsed.Seconds(), Readers: k, Commands: commands, CommandsPerSecond: float64(commands) / elapsed.Seconds(),
-		CommandP50ms: lat.quantile(0.5), CommandP99ms: lat.quantile(0.99), Unanswered: pending()}
+		CommandP50ms: lat.quantile(0.5), CommandP99ms: lat.quantile(0.99), Unanswered: pending(),
+		RSSStart: rssStart, RSSEnd: rssBytes()}
 	if rd != nil {
 		m.Reads, m.ReadErrors = rd.lat.n.Load(), rd.errors.Load()
 		m.ReadsPerSecond = float64(m.Reads) / elapsed.Seconds()
