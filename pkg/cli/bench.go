@@ -218,6 +218,12 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	if err := checkPhases(zipfS, preload, entities, mixFor, nReaders, readShare, cacheSize); err != nil {
 		return UsageError{err}
 	}
+	if len(brokerList) > 0 {
+		k.brokers = brokerList
+		if err := k.check(); err != nil {
+			return UsageError{err}
+		}
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {

@@ -25,6 +25,7 @@ func TestBenchFlagErrors(t *testing.T) {
 		{[]string{"-read-share", "1.5"}, "-read-share must be from 0 to 1, got 1.5"},
 		{[]string{"-cache-size", "-2"}, "-cache-size must be -1 (none), 0 (the default) or a size, got -2"},
 		{[]string{"-zipf", "x"}, `invalid value "x" for flag -zipf`},
+		{[]string{"-kafka-brokers", "nohost"}, `-kafka-brokers: "nohost" must be host:port`},
 	}
 	for _, c := range cases {
 		out, err := run(t, append([]string{"bench"}, c.args...)...)
