@@ -27,20 +27,10 @@ import (
 // BenchmarkEntityRead measures the entity API's read path, GET
 // /v1/entities/example/{id} on the handler (no network), one read in ten
 // with ?version=1, over 1,000 entities of 5 events each, with the writer's
-// default cache size, by 8 readers a core: the CPU a read costs apart from
-// HTTP transport. On PostgreSQL, batch=true brings cached entities up to date
-// in batches (store.RepositoryConfig.BatchReads), as the writer does there.
+// default cache size: the CPU a read costs apart from HTTP transport.
 func BenchmarkEntityRead(b *testing.B) {
-	for _, bc := range []struct {
-		backend string
-		batch   bool
-	}{{"memory", false}, {"sqlite", false}, {"postgres", false}, {"postgres", true}} {
-		backend := bc.backend
-		name := "store=" + backend
-		if backend == "postgres" {
-			name += fmt.Sprintf("/batch=%v", bc.batch)
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, backend := range []string{"memory", "sqlite", "postgres"} {
+		b.Run("store="+backend, func(b *testing.B) {
 			ctx := b.Context()
 			var rec store.ProcessRecorder
 			switch backend {
@@ -88,14 +78,13 @@ func BenchmarkEntityRead(b *testing.B) {
 			if err := w.HandleBatch(ctx, recs); err != nil {
 				b.Fatal(err)
 			}
-			api, err := d.EntitiesAPI(store.NewEventStore(mapper, rec), rec, store.RepositoryConfig{CacheSize: command.DefaultCacheSize, BatchReads: bc.batch})
+			api, err := d.EntitiesAPI(store.NewEventStore(mapper, rec), rec, store.RepositoryConfig{CacheSize: command.DefaultCacheSize})
 			if err != nil {
 				b.Fatal(err)
 			}
 			h := (&httpapi.Server{Entities: api}).Handler()
 			var next atomic.Int64
 			b.ReportAllocs()
-			b.SetParallelism(8)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
