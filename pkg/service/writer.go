@@ -210,10 +210,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	es := store.NewEventStore(mapper, cfg.Backend.Recorder)
-	// On PostgreSQL (a backend with a schema) the reads that bring cached
-	// entities up to date go in batches: one round trip for many readers.
-	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{
-		CacheSize: entityCacheSize(cfg.CacheSize), BatchReads: cfg.Backend.Schema != ""})
+	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: entityCacheSize(cfg.CacheSize)})
 	if err != nil {
 		w.client.Close()
 		return nil, err

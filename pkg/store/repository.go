@@ -27,13 +27,6 @@ type RepositoryConfig struct {
 	// A cached aggregate is always brought up to date from the store before it is
 	// returned, so the cache never returns an older version than the store holds.
 	CacheSize int
-	// BatchReads, with a cache and a recorder that is a SequencesReader,
-	// reads the events that bring cached aggregates up to date for many
-	// concurrent Gets in one SelectSequences call: the Gets that arrive while
-	// one such call runs go together in the next. Each Get still sees every
-	// event committed before it began. It pays where a read is a round trip
-	// to a database server (PostgreSQL), not with SQLite in the process.
-	BatchReads bool
 }
 
 // Validate reports a configuration that cannot work.
@@ -60,7 +53,6 @@ type Repository[T events.Root] struct {
 	newT   func() T
 	config RepositoryConfig
 	cache  *lru[cached] // nil without CacheSize
-	batch  *readBatcher // nil without BatchReads
 }
 
 // NewRepository returns a repository that builds aggregates with newAggregate (a
@@ -73,9 +65,6 @@ func NewRepository[T events.Root](s *EventStore, newAggregate func() T, config R
 	r := &Repository[T]{store: s, newT: newAggregate, config: config}
 	if config.CacheSize > 0 {
 		r.cache = newLRU[cached](config.CacheSize)
-		if sr, ok := s.Recorder.(SequencesReader); ok && config.BatchReads {
-			r.batch = &readBatcher{r: sr}
-		}
 	}
 	return r, nil
 }
@@ -157,12 +146,7 @@ func (r *Repository[T]) get(ctx context.Context, id uuid.UUID, version int64) (T
 		upTo := version - 1
 		q.UpTo = &upTo
 	}
-	var items []SequencedItem
-	if restored && r.batch != nil {
-		items, err = r.batch.selectEvents(ctx, r.store.Recorder, id, q)
-	} else {
-		items, err = r.store.Recorder.SelectEvents(ctx, id, q)
-	}
+	items, err := r.store.Recorder.SelectEvents(ctx, id, q)
 	if err != nil {
 		return zero, err
 	}
