@@ -2,7 +2,11 @@
 // (cli.Writer, in process and as a child process that is SIGKILLed), several
 // writers in one consumer group or in competing ones, the relay against
 // out-of-order commits and across hand-overs, bad input, duplicate delivery,
-// graceful shutdown, and an end-to-end benchmark (BenchmarkEndToEnd).
+// graceful shutdown, a failover of the PostgreSQL primary to its synchronous
+// standby while commands flow and reads from a standby with min_version
+// (TestFailoverToStandby, TestReadReplica: only with
+// EVENTLOG_TEST_PG_FAILOVER=1, on clusters of their own from
+// pgtest.NewReplicated), and an end-to-end benchmark (BenchmarkEndToEnd).
 //
 // Every test runs against an in-process Kafka-protocol broker (kfake). Tests
 // that need PostgreSQL get a schema of their own from internal/pgtest: set

@@ -33,6 +33,7 @@ import (
 
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/store/shard"
 	"github.com/eventlog/eventlog/pkg/tracing"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -57,6 +58,26 @@ type Entities struct {
 	// store.ErrNotFound for an unknown entity, *events.ForgottenError for a
 	// forgotten one, *VersionError for a version not reached.
 	Loaders map[string]EntityLoader
+	// Reads, if set, is the recorder the Loaders read (a streaming replica of
+	// Recorder's database): GET /v1/entities/{entity}/{id}/events and the
+	// min_version wait read it too. The log and the streams stay on
+	// Recorder.
+	Reads store.AggregateRecorder
+	// MinVersionWait bounds how long ?min_version=N waits for the entity to
+	// reach version N where it is read (default DefaultMinVersionWait).
+	MinVersionWait time.Duration
+}
+
+// DefaultMinVersionWait is how long ?min_version=N waits at most before it
+// answers 503 with a Retry-After header.
+const DefaultMinVersionWait = 5 * time.Second
+
+// reads is the recorder entities are read from.
+func (e *Entities) reads() store.AggregateRecorder {
+	if e.Reads != nil {
+		return e.Reads
+	}
+	return e.Recorder
 }
 
 // An EntityLoader returns what GET /v1/entities/{entity}/{id} shows.
@@ -181,6 +202,9 @@ func (s *Server) getEntity(w http.ResponseWriter, r *http.Request) {
 		}
 		version = n
 	}
+	if !s.waitMinVersion(w, r, typ, id) {
+		return
+	}
 	e, err := load(r.Context(), id, version)
 	if ve := (*VersionError)(nil); errors.As(err, &ve) {
 		writeError(w, http.StatusNotFound, "%v", ve)
@@ -198,7 +222,10 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	items, err := s.Entities.Recorder.SelectEvents(r.Context(), id, store.Query{})
+	if !s.waitMinVersion(w, r, typ, id) {
+		return
+	}
+	items, err := s.Entities.reads().SelectEvents(r.Context(), id, store.Query{})
 	if err != nil {
 		s.storeError(w, err, "events of %s %s", typ, id)
 		return
@@ -216,6 +243,54 @@ func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 		out[i] = s.eventJSON(0, it)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+}
+
+// waitMinVersion handles ?min_version=N (read your writes: N is the version
+// a command's result reported): it waits until the store the entities are
+// read from holds the entity's event at position N-1, up to
+// Entities.MinVersionWait. It reports whether to go on; if not, it has
+// answered 400 for a bad N, or 503 with Retry-After when the wait ran out
+// (a replica behind, or a version that no command made yet).
+func (s *Server) waitMinVersion(w http.ResponseWriter, r *http.Request, typ string, id uuid.UUID) bool {
+	v := r.URL.Query().Get("min_version")
+	if v == "" {
+		return true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		writeError(w, http.StatusBadRequest, "min_version must be a whole number from 1, got %q", v)
+		return false
+	}
+	wait := s.Entities.MinVersionWait
+	if wait <= 0 {
+		wait = DefaultMinVersionWait
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	after, upTo := n-2, n-1
+	pause := 5 * time.Millisecond
+	for {
+		items, err := s.Entities.reads().SelectEvents(ctx, id, store.Query{After: &after, UpTo: &upTo, Limit: 1})
+		switch {
+		case err == nil && len(items) > 0:
+			return true
+		case r.Context().Err() != nil:
+			return false // the client has gone
+		case err != nil && ctx.Err() == nil:
+			s.storeError(w, err, "%s %s", typ, id)
+			return false
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "%s %s has not reached version %d where it is read within %s (a replica behind the primary, or no such version yet): retry later", typ, id, n, wait)
+			return false
+		case <-t.C:
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
 }
 
 func (s *Server) getNotifications(w http.ResponseWriter, r *http.Request) {
@@ -341,6 +416,8 @@ func (s *Server) storeError(w http.ResponseWriter, err error, format string, arg
 		writeError(w, http.StatusNotFound, "%s not found", what)
 	case errors.Is(err, events.ErrDecode):
 		writeError(w, http.StatusInternalServerError, "%s: %v", what, err)
+	case errors.Is(err, shard.ErrCrossShard):
+		writeError(w, http.StatusNotImplemented, "%s: %v", what, err)
 	default:
 		if s.Log != nil {
 			s.Log.Error("store", "what", what, "err", err)

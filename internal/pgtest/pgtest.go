@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -280,7 +281,54 @@ func exec(ctx context.Context, dsn, sql string) error {
 	return err
 }
 
-// Leftovers returns the schemas this process created and did not drop.
+// databasePrefix starts every database this process creates.
+func databasePrefix() string { return fmt.Sprintf("evtdb_%d_", os.Getpid()) }
+
+// Databases creates n fresh, empty databases on the test server for t (the
+// shards of a sharded store, say) and drops them when t ends. It returns
+// their DSNs, the server's DSN with the database replaced.
+func Databases(t testing.TB, n int) []string {
+	t.Helper()
+	dsn := DSN(t)
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	dsns := make([]string, n)
+	for i := range n {
+		name := fmt.Sprintf("%s%s_%d", databasePrefix(), hex.EncodeToString(rnd[:]), i)
+		if err := exec(t.Context(), dsn, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Fatalf("pgtest: create database %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(t.Context()), 30*time.Second)
+			defer cancel()
+			if err := exec(ctx, dsn, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+				t.Errorf("pgtest: drop database %s: %v", name, err)
+			}
+		})
+		d, err := withDatabase(dsn, name)
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		dsns[i] = d
+	}
+	return dsns
+}
+
+// withDatabase returns dsn naming database db instead of its own.
+func withDatabase(dsn, db string) (string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", fmt.Errorf("parse the server DSN: %w", err)
+		}
+		u.Path = "/" + db
+		return u.String(), nil
+	}
+	return dsn + " dbname=" + db, nil
+}
+
+// Leftovers returns the schemas and databases this process created and did
+// not drop.
 func Leftovers(ctx context.Context) ([]string, error) {
 	if serverDSN == "" {
 		return nil, nil
@@ -290,7 +338,8 @@ func Leftovers(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY 1", schemaPrefix())
+	rows, err := conn.Query(ctx, `SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)
+	UNION ALL SELECT datname FROM pg_database WHERE starts_with(datname, $2) ORDER BY 1`, schemaPrefix(), databasePrefix())
 	if err != nil {
 		return nil, err
 	}

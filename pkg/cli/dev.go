@@ -38,11 +38,13 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 		k                                          = kafkaFlags{prefix: "eventlog", replication: -1}
 		ha                                         httpAuthFlags
 		pf                                         parkFlags
+		sf                                         shardFlags
 	)
 	fs.StringVar(&dataDir, "data-dir", ".eventlog", "where the broker's log and the SQLite store live")
 	fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "the embedded broker's listen address; any Kafka client can connect")
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "HTTP listen address of the API")
-	fs.StringVar(&dsn, "postgres-dsn", "", "use PostgreSQL at this DSN instead of SQLite")
+	sf.registerDSN(fs, &dsn, "use PostgreSQL at this DSN instead of SQLite; repeat it for a sharded store, shard 0 first (-partitions a multiple of the shards)")
+	sf.register(fs)
 	fs.StringVar(&schema, "postgres-schema", "public", "PostgreSQL schema, with -postgres-dsn")
 	fs.IntVar(&partitions, "partitions", 4, "partitions of each topic")
 	entities := p.entitiesFlag(fs, "entity types, comma-separated")
@@ -63,6 +65,12 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err := pf.check(); err != nil {
 		return UsageError{err}
 	}
+	if sf.sharded(dsn) {
+		s := storeFlags{dsn: dsn, shards: sf}
+		if err := s.checkPartitions(partitions); err != nil {
+			return UsageError{err}
+		}
+	}
 	if err := k.checkCompression(); err != nil {
 		return UsageError{err}
 	}
@@ -70,27 +78,19 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	st, err := p.startService(ctx, "dev", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "dev", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	b, err := broker.Start(broker.Config{Addr: brokerAddr, DataDir: dataDir, Partitions: partitions})
 	if err != nil {
 		return err
 	}
 	defer b.Close()
 	brokers := b.ListenAddrs()
-	s := storeFlags{dsn: dsn, sqlite: filepath.Join(dataDir, "eventlog.db"), schema: schema, migrate: true}
+	s := storeFlags{dsn: dsn, sqlite: filepath.Join(dataDir, "eventlog.db"), schema: schema, migrate: true, shards: sf}
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
 	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
-		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp,
+		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend.Home(), Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp,
 			TransientRetries: pf.retries, RetryBackoff: pf.backoff}, true, api)
 		if err != nil {
 			return err

@@ -15,14 +15,15 @@ import (
 func (p Program) Migrate(ctx context.Context, args []string, env Env) error {
 	fs := config.New(p.name("migrate"), "Create or upgrade eventlog's tables in PostgreSQL, and the read models' tables (safe to run concurrently and repeatedly).", env.Stderr)
 	var s storeFlags
-	fs.StringVar(&s.dsn, "postgres-dsn", "", "PostgreSQL DSN (required)")
+	s.shards.registerDSN(fs, &s.dsn, "PostgreSQL DSN (required); repeat it for a sharded store, shard 0 first: each shard is migrated")
 	fs.StringVar(&s.schema, "postgres-schema", "public", "schema of eventlog's tables")
+	s.shards.register(fs)
 	fs.Secret("postgres-dsn")
 	entities := p.entitiesFlag(fs, "entity types (their read models are created too), comma-separated")
 	if err := parse(fs, args, env); err != nil {
 		return err
 	}
-	if s.dsn == "" {
+	if s.dsn == "" && len(s.shards.list) == 0 {
 		return UsageError{errors.New("-postgres-dsn is required (or EVENTLOG_POSTGRES_DSN)")}
 	}
 	d, err := p.domain(*entities)
@@ -35,11 +36,22 @@ func (p Program) Migrate(ctx context.Context, args []string, env Env) error {
 		return err
 	}
 	defer closeStore()
-	v, err := backend.SchemaVersion(ctx)
-	if err != nil {
-		return err
+	for i, sh := range backend.Shards {
+		v, err := sh.SchemaVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("shard %d: %w", i, err)
+		}
+		fmt.Fprintf(env.Stdout, "shard %d of %d: schema %q is at version %d\n", i, len(backend.Shards), s.schema, v)
 	}
-	fmt.Fprintf(env.Stdout, "schema %q is at version %d\n", s.schema, v)
+	if len(backend.Shards) == 0 {
+		v, err := backend.SchemaVersion(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "schema %q is at version %d\n", s.schema, v)
+	}
+	// Read models live on the home shard of a sharded store.
+	backend = backend.Home()
 	for _, m := range d.ReadModels() {
 		rm, err := backend.ModelOf(m)
 		if err != nil {

@@ -97,26 +97,21 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	if err != nil {
 		return err
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	st, err := p.startService(ctx, "projector", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "projector", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	s.migrate = true
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	// Read models and the tracking of projections live on the home shard of
+	// a sharded store; the events come from Kafka, which carries every shard's.
+	backend = backend.Home()
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}

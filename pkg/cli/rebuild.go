@@ -9,12 +9,16 @@ import (
 	"log/slog"
 	"slices"
 
+	"github.com/google/uuid"
+
 	"github.com/eventlog/eventlog/internal/config"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/projection/sqlmodel"
 	"github.com/eventlog/eventlog/pkg/service"
+	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
+	"github.com/eventlog/eventlog/pkg/store/shard"
 )
 
 // RebuildResult is what `rebuild --json` prints for each read model.
@@ -68,6 +72,14 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}
+	// The log to replay: the store's, or on a sharded store every shard's,
+	// merged (each entity's events in order; read models are on the home
+	// shard).
+	logOf := func() rebuildLog { return backend.Recorder }
+	if st, ok := backend.Recorder.(*shard.Store); ok {
+		logOf = func() rebuildLog { return shard.NewMergedLog(st) }
+	}
+	home := backend.Home()
 	reg, err := d.Events()
 	if err != nil {
 		return err
@@ -75,7 +87,7 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 	mapper := events.NewMapper(reg, mopts...)
 	want := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
 	if types := d.GenericTypes(); len(types) > 0 && want(service.ProjectionReadModel) {
-		rec, ok := backend.Recorder.(*postgres.Recorder)
+		rec, ok := home.Recorder.(*postgres.Recorder)
 		switch {
 		case ok:
 			rm, err := pgreadmodel.New(rec.Pool(), pgreadmodel.Options{Types: types, Schema: s.schema})
@@ -86,7 +98,7 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 				if err := rm.Migrate(ctx); err != nil {
 					return sqlmodel.RebuildStats{}, err
 				}
-				st, err := rm.Rebuild(ctx, rec, mapper, pgreadmodel.RebuildOptions{Progress: progress})
+				st, err := rm.Rebuild(ctx, logOf(), mapper, pgreadmodel.RebuildOptions{Progress: progress, Parked: rec})
 				return sqlmodel.RebuildStats{Notifications: st.Notifications, Applied: st.Applied, Skipped: st.Skipped + st.Held, Parked: st.Parked, Last: st.Last}, err
 			}})
 		case len(only) > 0:
@@ -97,12 +109,12 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 		if !want(m.Name) {
 			continue
 		}
-		rm, err := backend.ModelOf(m)
+		rm, err := home.ModelOf(m)
 		if err != nil {
 			return err
 		}
 		jobs = append(jobs, job{m.Name, func(progress func(done, total int64)) (sqlmodel.RebuildStats, error) {
-			return rm.Rebuild(ctx, backend.Recorder, backend.Recorder, mapper, sqlmodel.RebuildOptions{Progress: progress})
+			return rm.Rebuild(ctx, home.Recorder, logOf(), mapper, sqlmodel.RebuildOptions{Progress: progress})
 		}})
 	}
 	for _, name := range only {
@@ -138,4 +150,12 @@ func (p Program) Rebuild(ctx context.Context, args []string, env Env) error {
 		return json.NewEncoder(env.Stdout).Encode(results)
 	}
 	return nil
+}
+
+// rebuildLog is what a rebuild reads: a notification log, and one sequence's
+// events for parking.
+type rebuildLog interface {
+	SelectNotifications(ctx context.Context, after int64, limit int) ([]store.Notification, error)
+	MaxNotificationID(ctx context.Context) (int64, error)
+	SelectEvents(ctx context.Context, sequenceID uuid.UUID, q store.Query) ([]store.SequencedItem, error)
 }

@@ -269,6 +269,9 @@ func isBoolFlag(fs *config.FlagSet, arg string) bool {
 	return ok && b.IsBoolFlag()
 }
 
+// minVersionUsage is the usage of get's and events' -min-version.
+const minVersionUsage = "wait (a few seconds at most) until the entity has reached this version where the API reads it (a replica may lag): the version a command's result reported, to read your own write"
+
 // Get shows an entity rebuilt from its events.
 func (p Program) Get(ctx context.Context, args []string, env Env) error {
 	fs := config.New(p.name("get")+" <entity> <id>", "Show an entity rebuilt from its events (through the HTTP API).", env.Stderr)
@@ -276,13 +279,15 @@ func (p Program) Get(ctx context.Context, args []string, env Env) error {
 		addr    string
 		token   string
 		version int64
+		minV    int64
 		asJSON  bool
 	)
 	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
 	registerToken(fs, &token)
 	fs.Int64Var(&version, "version", 0, "show the entity as it was at this version")
+	fs.Int64Var(&minV, "min-version", 0, minVersionUsage)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	fs.Local("version", "json")
+	fs.Local("version", "min-version", "json")
 	if err := parseWithArgs(fs, args, env); err != nil {
 		return err
 	}
@@ -290,9 +295,16 @@ func (p Program) Get(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	path := "/v1/entities/" + url.PathEscape(typ) + "/" + id.String()
+	q := url.Values{}
 	if version > 0 {
-		path += "?version=" + strconv.FormatInt(version, 10)
+		q.Set("version", strconv.FormatInt(version, 10))
+	}
+	if minV > 0 {
+		q.Set("min_version", strconv.FormatInt(minV, 10))
+	}
+	path := "/v1/entities/" + url.PathEscape(typ) + "/" + id.String()
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
 	var e service.EntityView
 	if err := apiGet(ctx, addr, token, path, &e); err != nil {
@@ -326,12 +338,14 @@ func (p Program) Events(ctx context.Context, args []string, env Env) error {
 	var (
 		addr   string
 		token  string
+		minV   int64
 		asJSON bool
 	)
 	fs.StringVar(&addr, "http-addr", "127.0.0.1:8080", "the writer's HTTP API")
 	registerToken(fs, &token)
+	fs.Int64Var(&minV, "min-version", 0, minVersionUsage)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	fs.Local("json")
+	fs.Local("min-version", "json")
 	if err := parseWithArgs(fs, args, env); err != nil {
 		return err
 	}
@@ -342,7 +356,11 @@ func (p Program) Events(ctx context.Context, args []string, env Env) error {
 	var out struct {
 		Events []httpapi.EventJSON `json:"events"`
 	}
-	if err := apiGet(ctx, addr, token, "/v1/entities/"+url.PathEscape(typ)+"/"+id.String()+"/events", &out); err != nil {
+	path := "/v1/entities/" + url.PathEscape(typ) + "/" + id.String() + "/events"
+	if minV > 0 {
+		path += "?min_version=" + strconv.FormatInt(minV, 10)
+	}
+	if err := apiGet(ctx, addr, token, path, &out); err != nil {
 		return err
 	}
 	if asJSON {

@@ -27,6 +27,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	var (
 		k        kafkaFlags
 		s        storeFlags
+		rf       readFlags
 		c        codecFlags
 		l        logFlags
 		httpAddr string
@@ -41,6 +42,7 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	)
 	k.register(fs, "127.0.0.1:9092")
 	s.register(fs, ".eventlog/eventlog.db")
+	rf.register(fs)
 	c.register(fs)
 	l.register(fs)
 	ha.register(fs)
@@ -59,6 +61,9 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err := k.check(); err != nil {
 		return UsageError{err}
 	}
+	if err := rf.check(&s); err != nil {
+		return UsageError{err}
+	}
 	d, err := p.domain(*entities)
 	if err != nil {
 		return err
@@ -69,25 +74,25 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err := lim.check(); err != nil {
 		return UsageError{err}
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	if err := s.checkPartitions(k.partitions); err != nil {
+		return UsageError{err}
+	}
+	st, err := p.startService(ctx, "writer", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "writer", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	closeReads, err := rf.open(ctx, &s, &backend, log)
+	if err != nil {
+		return err
+	}
+	defer closeReads()
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}

@@ -91,6 +91,23 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, names []string, partiti
 	return nil
 }
 
+// TopicPartitions returns the partition count of topic as the brokers report
+// it.
+func TopicPartitions(ctx context.Context, adm *kadm.Client, topic string) (int, error) {
+	details, err := adm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: describe topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	switch {
+	case !ok:
+		return 0, fmt.Errorf("kafka: describe topic %s: no answer from the broker", topic)
+	case d.Err != nil:
+		return 0, fmt.Errorf("kafka: describe topic %s: %w", topic, d.Err)
+	}
+	return len(d.Partitions), nil
+}
+
 // TopicLimits holds the largest record batch each topic takes: its
 // max.message.bytes as the brokers report it (Learn), or a default for topics
 // not learned. A producer client built with its ClientOption bounds each

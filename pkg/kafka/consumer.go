@@ -78,9 +78,24 @@ type ConsumerConfig struct {
 	ShutdownTimeout time.Duration
 	// CommitTimeout bounds one offset commit. Default 10s.
 	CommitTimeout time.Duration
+	// VerifyTracking, for a handler whose commits the store may lose after
+	// they returned (PostgreSQL with synchronous_commit off: a crash or a
+	// failover to a standby takes back its last commits), makes the consumer
+	// check, before the next batch after a failed one or after an idle spell
+	// of VerifyIdle, that the store's tracking still holds every offset it
+	// handled; a partition whose tracking went back is fetched again from
+	// it, so that the lost records are applied again instead of skipped.
+	// Handlers that return before their commit (a pipeline) must not set it.
+	VerifyTracking bool
 	// Logger receives the consumer's logs. The default logs nothing.
 	Logger *slog.Logger
 }
+
+// VerifyIdle is the idle spell after which a consumer with VerifyTracking
+// checks the tracking before a batch: a store that crashed and came back
+// while no batch was tried shows no failure, only a pause at least as long
+// as its restart.
+const VerifyIdle = 250 * time.Millisecond
 
 func (c *ConsumerConfig) setDefaults() {
 	def := func(d *time.Duration, v time.Duration) {
@@ -131,6 +146,9 @@ type ConsumerStats struct {
 	Retries   int64 // failed attempts that were retried
 	Conflicts int64 // tracking conflicts that made the consumer seek
 	Rewinds   int64 // batches given up for a rebalance or shutdown and fetched again
+	// LostCommits counts partitions whose stored tracking was found behind
+	// the offsets handled (VerifyTracking), and were fetched again.
+	LostCommits int64
 }
 
 // A Consumer is a consumer-group member that hands polled records to a
@@ -145,7 +163,14 @@ type Consumer struct {
 	running atomic.Bool
 	blocked chan struct{} // a rebalance waits for the batch in hand
 
-	batches, records, retries, conflicts, rewinds atomic.Int64
+	batches, records, retries, conflicts, rewinds, lost atomic.Int64
+
+	// With VerifyTracking, used by the polling goroutine only: the last
+	// offset handled per partition, whether to check the tracking before the
+	// next batch, and when the last batch ended.
+	handled  map[string]map[int32]int64
+	check    bool
+	lastDone time.Time
 }
 
 // NewConsumer returns a consumer that hands records to h and reads positions
@@ -172,11 +197,12 @@ func NewConsumer(cfg ConsumerConfig, h BatchHandler, tr TrackingReader) (*Consum
 // Stats returns the consumer's counters. It is safe to call concurrently.
 func (c *Consumer) Stats() ConsumerStats {
 	return ConsumerStats{
-		Batches:   c.batches.Load(),
-		Records:   c.records.Load(),
-		Retries:   c.retries.Load(),
-		Conflicts: c.conflicts.Load(),
-		Rewinds:   c.rewinds.Load(),
+		Batches:     c.batches.Load(),
+		Records:     c.records.Load(),
+		Retries:     c.retries.Load(),
+		Conflicts:   c.conflicts.Load(),
+		Rewinds:     c.rewinds.Load(),
+		LostCommits: c.lost.Load(),
 	}
 }
 
@@ -328,12 +354,26 @@ func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*k
 	}
 	var backoff time.Duration
 	for attempt := 1; ; attempt++ {
-		err := c.h.HandleBatch(hctx, recs)
+		var err error
+		if c.cfg.VerifyTracking && (c.check || time.Since(c.lastDone) >= VerifyIdle) {
+			err = c.verify(hctx, cl, krecs)
+			if errors.Is(err, errLostCommits) {
+				return false
+			}
+		}
+		if err == nil {
+			err = c.h.HandleBatch(hctx, recs)
+		}
+		if c.cfg.VerifyTracking {
+			c.lastDone = time.Now()
+		}
 		if err == nil {
 			c.batches.Add(1)
 			c.records.Add(int64(len(recs)))
+			c.noteHandled(krecs)
 			return true
 		}
+		c.check = c.cfg.VerifyTracking
 		if errors.Is(err, store.ErrTrackingConflict) {
 			c.conflicts.Add(1)
 			c.log.Warn("consumer tracking conflict; seeking past the stored tracking", logKeyErr, err)
@@ -360,6 +400,78 @@ func (c *Consumer) process(ctx, hctx context.Context, cl *kgo.Client, krecs []*k
 		c.seek(hctx, cl, krecs, false)
 		return false
 	}
+}
+
+// errLostCommits: verify found tracking behind what was handled, and seeked.
+var errLostCommits = errors.New("kafka: consumer: the store lost commits")
+
+// noteHandled records the batch's offsets as handled (VerifyTracking).
+func (c *Consumer) noteHandled(krecs []*kgo.Record) {
+	if !c.cfg.VerifyTracking {
+		return
+	}
+	if c.handled == nil {
+		c.handled = make(map[string]map[int32]int64)
+	}
+	for _, r := range krecs {
+		ps := c.handled[r.Topic]
+		if ps == nil {
+			ps = make(map[int32]int64)
+			c.handled[r.Topic] = ps
+		}
+		ps[r.Partition] = max(ps[r.Partition], r.Offset)
+	}
+}
+
+// verify reads the stored tracking of every partition the consumer has
+// handled records of. Where it is behind the last offset handled, the store
+// lost commits that had returned: verify seeks those partitions to just after
+// their tracking, and the other partitions of the batch back to its first
+// records, and returns errLostCommits. A failed read returns its error (the
+// check is tried again before the next attempt).
+func (c *Consumer) verify(ctx context.Context, cl *kgo.Client, krecs []*kgo.Record) error {
+	lost := make(map[string]map[int32]kgo.EpochOffset)
+	for topic, ps := range c.handled {
+		for p, last := range ps {
+			pos, err := c.tr.Tracking(ctx, c.cfg.Name, topic, p)
+			if err != nil {
+				return fmt.Errorf("kafka: consumer: check the tracking of %s/%d: %w", topic, p, err)
+			}
+			if pos < last {
+				if lost[topic] == nil {
+					lost[topic] = make(map[int32]kgo.EpochOffset)
+				}
+				lost[topic][p] = kgo.EpochOffset{Epoch: -1, Offset: pos + 1}
+				c.log.Warn("consumer found the store's tracking behind the records it handled (commits lost in a crash or failover); fetching them again",
+					logKeyTopic, topic, logKeyPartition, p, logKeyOffset, pos+1, "handled", last)
+			}
+		}
+	}
+	c.check = false
+	if len(lost) == 0 {
+		return nil
+	}
+	to := make(map[string]map[int32]kgo.EpochOffset)
+	for _, r := range krecs {
+		if to[r.Topic] == nil {
+			to[r.Topic] = make(map[int32]kgo.EpochOffset)
+		}
+		if _, ok := to[r.Topic][r.Partition]; !ok {
+			to[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.Offset}
+		}
+	}
+	for topic, ps := range lost {
+		if to[topic] == nil {
+			to[topic] = make(map[int32]kgo.EpochOffset)
+		}
+		for p, eo := range ps {
+			to[topic][p] = eo
+			c.handled[topic][p] = eo.Offset - 1
+			c.lost.Add(1)
+		}
+	}
+	cl.SetOffsets(to)
+	return errLostCommits
 }
 
 // commit commits offsets to the group, for lag tooling only: the handler's

@@ -220,6 +220,15 @@
 // fetches them again. Exactly-once application is the handler's part: see
 // BatchHandler.
 //
+// A store can take back commits that had returned: PostgreSQL with
+// synchronous_commit off (the projector's read model) in a crash, or in a
+// failover to a standby. With VerifyTracking, the consumer checks, before the
+// next batch after a failed one or after an idle spell (VerifyIdle), that the
+// stored tracking of every partition it handled still holds the last offset
+// it handled; a partition whose tracking went back is fetched again from it.
+// Without it, such records would be skipped: the handler's tracking guard
+// refuses only offsets already recorded, not a gap.
+//
 // Run returns after the batch in flight has finished (or ShutdownTimeout),
 // commits, leaves the group and closes its client.
 //

@@ -497,6 +497,85 @@ type leader struct {
 // fastPollMin is the first wait for a read after a wake-up.
 const fastPollMin = 2 * time.Millisecond
 
+// pacer is a relay loop's wait for the log to grow: woken by the store where
+// it notifies, else polling. After a wake-up the next waits are shorter
+// (fastPollMin, doubling up to the poll interval; see NotifiedPollInterval),
+// to catch commits that land just after the one announced. It also wakes the
+// loop when a checkpoint is due, so an idle relay stores it about
+// CheckpointInterval after the acknowledgements.
+type pacer struct {
+	wake       <-chan struct{}
+	poll, fast time.Duration
+	timer      *time.Timer
+	cpEvery    time.Duration
+	cpTimer    *time.Timer
+}
+
+func (r *Relay) newPacer(held context.Context) *pacer {
+	pc := &pacer{poll: r.cfg.PollInterval, cpEvery: r.cfg.CheckpointInterval}
+	if n, ok := r.src.(store.Notifier); ok {
+		pc.wake = n.Notify(held)
+		pc.poll = r.cfg.NotifiedPollInterval
+	}
+	pc.timer = time.NewTimer(pc.poll)
+	pc.cpTimer = time.NewTimer(pc.cpEvery)
+	pc.cpTimer.Stop()
+	return pc
+}
+
+func (pc *pacer) stop() {
+	pc.timer.Stop()
+	pc.cpTimer.Stop()
+}
+
+// arm starts the wait for the next read.
+func (pc *pacer) arm() {
+	if !pc.timer.Stop() {
+		select {
+		case <-pc.timer.C:
+		default:
+		}
+	}
+	if pc.fast > 0 {
+		pc.timer.Reset(pc.fast)
+	} else {
+		pc.timer.Reset(pc.poll)
+	}
+}
+
+// What ended a pacer's wait.
+const (
+	waitOther       = iota // held ended, or head finished
+	pollAgain              // a wake-up or the poll timer: read the log
+	checkpointIsDue        // a checkpoint saved at savedAt is due
+)
+
+// wait blocks until held ends, head is closed, the log may have grown, or,
+// if checkpoint is set, the checkpoint saved at savedAt is due.
+func (pc *pacer) wait(held context.Context, head <-chan struct{}, checkpoint bool, savedAt time.Time) int {
+	var due <-chan time.Time
+	if checkpoint {
+		pc.cpTimer.Reset(max(0, pc.cpEvery-time.Since(savedAt)))
+		due = pc.cpTimer.C
+		defer pc.cpTimer.Stop()
+	}
+	select {
+	case <-held.Done():
+	case <-head:
+	case <-pc.wake:
+		pc.fast = min(fastPollMin, pc.poll)
+		return pollAgain
+	case <-pc.timer.C:
+		if pc.fast *= 2; pc.fast >= pc.poll {
+			pc.fast = 0
+		}
+		return pollAgain
+	case <-due:
+		return checkpointIsDue
+	}
+	return waitOther
+}
+
 // errStopped fails the records a relay did not produce after a failure.
 var errStopped = errors.New("kafka: relay: not produced after an earlier failure")
 
@@ -519,18 +598,8 @@ func (r *Relay) lead(held context.Context) error {
 	l := &leader{r: r, held: held, produceCtx: produceCtx, selected: cp, acked: cp, saved: cp, savedAt: time.Now(), known: make(map[string]bool)}
 	defer l.drain(stopProducing)
 
-	var wake <-chan struct{}
-	poll := r.cfg.PollInterval
-	if n, ok := r.src.(store.Notifier); ok {
-		wake = n.Notify(held)
-		poll = r.cfg.NotifiedPollInterval
-	}
-	timer := time.NewTimer(poll)
-	defer timer.Stop()
-	// fast, after a wake-up, is the next shorter wait (see NotifiedPollInterval).
-	var fast time.Duration
-	cpTimer := time.NewTimer(r.cfg.CheckpointInterval)
-	cpTimer.Stop()
+	pc := r.newPacer(held)
+	defer pc.stop()
 	var statsAt time.Time
 	idle := false // the last read returned a short page
 	for held.Err() == nil {
@@ -565,39 +634,12 @@ func (r *Relay) lead(held context.Context) error {
 			head = l.inflight[0].done
 		}
 		if idle {
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			if fast > 0 {
-				timer.Reset(fast)
-			} else {
-				timer.Reset(poll)
-			}
+			pc.arm()
 		}
-		// A checkpoint that is due wakes the loop, so an idle relay stores
-		// it about CheckpointInterval after the acknowledgements.
-		var due <-chan time.Time
-		if l.acked > l.saved {
-			cpTimer.Reset(max(0, r.cfg.CheckpointInterval-time.Since(l.savedAt)))
-			due = cpTimer.C
-		}
-		select {
-		case <-held.Done():
-		case <-head:
-		case <-wake:
+		// A checkpoint that is due wakes the loop (the next turn stores it).
+		if pc.wait(held, head, l.acked > l.saved, l.savedAt) == pollAgain {
 			idle = false
-			fast = min(fastPollMin, poll)
-		case <-timer.C:
-			idle = false
-			if fast *= 2; fast >= poll {
-				fast = 0
-			}
-		case <-due:
 		}
-		cpTimer.Stop()
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -90,17 +91,8 @@ func (r *Relay) leadTx(held context.Context) error {
 		stale: true, saved: -1, savedAt: time.Now(), known: make(map[string]bool)}
 	defer l.stop()
 
-	var wake <-chan struct{}
-	poll := r.cfg.PollInterval
-	if n, ok := r.src.(store.Notifier); ok {
-		wake = n.Notify(held)
-		poll = r.cfg.NotifiedPollInterval
-	}
-	timer := time.NewTimer(poll)
-	defer timer.Stop()
-	var fast time.Duration // see lead
-	cpTimer := time.NewTimer(r.cfg.CheckpointInterval)
-	cpTimer.Stop()
+	pc := r.newPacer(held)
+	defer pc.stop()
 	var statsAt time.Time
 	idle := false
 	for held.Err() == nil {
@@ -142,36 +134,13 @@ func (r *Relay) leadTx(held context.Context) error {
 			idle = caughtUp
 			continue
 		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
-		}
-		if fast > 0 {
-			timer.Reset(fast)
-		} else {
-			timer.Reset(poll)
-		}
-		var due <-chan time.Time
-		if l.acked > l.saved {
-			cpTimer.Reset(max(0, r.cfg.CheckpointInterval-time.Since(l.savedAt)))
-			due = cpTimer.C
-		}
-		select {
-		case <-held.Done():
-		case <-wake:
+		pc.arm()
+		switch pc.wait(held, nil, l.acked > l.saved, l.savedAt) {
+		case pollAgain:
 			idle = false
-			fast = min(fastPollMin, poll)
-		case <-timer.C:
-			idle = false
-			if fast *= 2; fast >= poll {
-				fast = 0
-			}
-		case <-due:
+		case checkpointIsDue:
 			l.checkpoint(false)
 		}
-		cpTimer.Stop()
 	}
 	return nil
 }
@@ -215,7 +184,7 @@ func (l *txLeader) prepare() error {
 	}
 	if l.prod == nil {
 		opts := append(slices.Clone(r.client.Opts()), kgo.TransactionalID(l.id), kgo.TransactionTimeout(r.cfg.TransactionTimeout))
-		p, err := kgo.NewClient(opts...)
+		p, err := newClientShared(opts...)
 		if err != nil {
 			return fmt.Errorf("transactional producer: %w", err)
 		}
@@ -553,4 +522,18 @@ func checkpointTopicHint(topic string, err error) error {
 		return fmt.Errorf("%w: %w; grant the relay's principal READ, WRITE and DESCRIBE on topic %s (and CREATE, for the relay to create it)", ErrTransactionsRefused, err, topic)
 	}
 	return err
+}
+
+// sharedOptsMu serialises newClientShared.
+var sharedOptsMu sync.Mutex
+
+// newClientShared is kgo.NewClient for options shared with other clients
+// built at the same time (the relays of a sharded store, each cloning the
+// options of one client): kgo.NewClient writes into the codec slice of a
+// kgo.ProducerBatchCompression option while it validates it, so that two
+// clients built at once from the same option race.
+func newClientShared(opts ...kgo.Opt) (*kgo.Client, error) {
+	sharedOptsMu.Lock()
+	defer sharedOptsMu.Unlock()
+	return kgo.NewClient(opts...)
 }

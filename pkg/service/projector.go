@@ -219,6 +219,10 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 			c, err := kafka.NewConsumer(kafka.ConsumerConfig{
 				Name: name, Group: cfg.Group + "-" + name, Topics: topics, ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), Logger: cfg.Log,
 				SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: heartbeat(cfg.SessionTimeout),
+				// A read model may commit asynchronously (pgreadmodel's
+				// AsyncCommit): a crash or a failover can take back its last
+				// commits after they returned.
+				VerifyTracking: true,
 			}, h, r)
 			if err != nil {
 				return err

@@ -40,12 +40,37 @@ type Backend struct {
 	// Schema is the PostgreSQL schema of a PostgreSQL backend's tables, where
 	// read models keep theirs too.
 	Schema string
+	// Reads, if set, serves the entity routes of the writer's API (GET
+	// /v1/entities/{entity}/{id} and its events) instead of Recorder: a
+	// recorder on a streaming replica of its database, which lags it
+	// (?min_version=N waits for a version). Writes, the relay, the log and the
+	// streams stay on Recorder.
+	Reads store.ApplicationRecorder
+	// Shards, if set, are the shards of a sharded store, in shard order, each
+	// a Backend of its own database; Recorder and Snapshots are then a
+	// shard.Store over them, and the rest of the fields are the home shard's
+	// (shard 0). The writer runs a command writer and a relay per shard.
+	Shards []Backend
 }
 
-// Ready checks the backend can answer.
+// Ready checks the backend (every shard of it) can answer, its read replica
+// too.
 func (b Backend) Ready(ctx context.Context) error {
-	_, err := b.Recorder.MaxNotificationID(ctx)
-	return err
+	if len(b.Shards) > 0 {
+		for i, s := range b.Shards {
+			if err := s.Ready(ctx); err != nil {
+				return fmt.Errorf("shard %d: %w", i, err)
+			}
+		}
+	} else if _, err := b.Recorder.MaxNotificationID(ctx); err != nil {
+		return err
+	}
+	if b.Reads != nil {
+		if _, err := b.Reads.MaxNotificationID(ctx); err != nil {
+			return fmt.Errorf("read replica: %w", err)
+		}
+	}
+	return nil
 }
 
 // Kafka says how to reach Kafka.
@@ -112,13 +137,16 @@ type WriterConfig struct {
 }
 
 // Writer is the writer service: it consumes commands, appends their events, and
-// relays the store's notification log to Kafka.
+// relays the store's notification log to Kafka. Over a sharded backend
+// (Backend.Shards) it runs a command writer and a relay per shard: a
+// partition's commands go to the shard that owns the partition
+// (shard.Router), so a batch's transaction never spans databases.
 type Writer struct {
 	cfg       WriterConfig
 	client    *kgo.Client
-	writer    *command.Writer
+	writer    commandWriter // a *command.Writer, or a shardedWriter over one per shard
 	consumer  *kafka.Consumer
-	relay     *kafka.Relay
+	relays    []*kafka.Relay // one per shard
 	commander *kafka.Commander
 	entities  *httpapi.Entities
 	registry  *command.Registry
@@ -157,16 +185,23 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 			onBatch = record
 		}
 	}
-	w.writer, err = command.NewWriter(cfg.Backend.Recorder, reg, mapper, command.WriterConfig{
-		CacheSize: cfg.CacheSize, Snapshots: cfg.Backend.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
-		MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
-		// The consumer calls HandleBatch from one goroutine, and Run
-		// flushes after it.
-		Pipeline:       cfg.Pipeline,
-		TracerProvider: cfg.TracerProvider,
-	})
-	if err != nil {
-		return nil, err
+	shards := shardsOf(cfg.Backend)
+	writers := make([]*command.Writer, len(shards))
+	for i, b := range shards {
+		writers[i], err = command.NewWriter(b.Recorder, reg, mapper, command.WriterConfig{
+			CacheSize: cfg.CacheSize, Snapshots: b.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
+			MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
+			// The consumer calls HandleBatch from one goroutine, and Run
+			// flushes after it.
+			Pipeline:       cfg.Pipeline,
+			TracerProvider: cfg.TracerProvider,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(writers) == 1 {
+		w.writer = writers[0]
 	}
 	// The relay learns each destination topic's max.message.bytes, so that a
 	// topic configured for large records (the dead letters of oversized
@@ -184,6 +219,14 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		w.client.Close()
 		return nil, err
 	}
+	if len(writers) > 1 {
+		router, err := checkShards(ctx, adm, cfg.Kafka.Topics.Commands(), len(writers))
+		if err != nil {
+			w.client.Close()
+			return nil, err
+		}
+		w.writer = &shardedWriter{router: router, ws: writers, log: cfg.Log}
+	}
 	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
 		ClientOptions: consumerOptions(cfg.Kafka.ClientOptions), SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: heartbeat(cfg.SessionTimeout),
@@ -194,14 +237,24 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	if !cfg.NoRelay {
-		w.relay, err = kafka.NewRelay(w.client, cfg.Backend.Recorder, kafka.RelayConfig{
-			Topics: cfg.Kafka.Topics, Locker: cfg.Backend.Locker, Admin: adm, TopicLimits: topicLimits, Transactional: !cfg.RelayAtLeastOnce,
-			TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: cfg.Log,
-			TracerProvider: cfg.TracerProvider,
-		})
-		if err != nil {
-			w.client.Close()
-			return nil, err
+		// One relay per shard, each over its shard's notification log with
+		// its shard's lock, checkpoint and transactional id (made from its
+		// store's id).
+		for i, b := range shards {
+			log := cfg.Log
+			if len(shards) > 1 {
+				log = log.With("shard", i)
+			}
+			relay, err := kafka.NewRelay(w.client, b.Recorder, kafka.RelayConfig{
+				Topics: cfg.Kafka.Topics, Locker: b.Locker, Admin: adm, TopicLimits: topicLimits, Transactional: !cfg.RelayAtLeastOnce,
+				TopicPartitions: cfg.Kafka.Partitions, TopicReplicationFactor: cfg.Kafka.ReplicationFactor, Logger: log,
+				TracerProvider: cfg.TracerProvider,
+			})
+			if err != nil {
+				w.client.Close()
+				return nil, err
+			}
+			w.relays = append(w.relays, relay)
 		}
 	}
 	w.commander, err = kafka.NewCommander(w.client, kafka.CommanderConfig{Topics: cfg.Kafka.Topics, ClientOptions: cfg.Kafka.ClientOptions, Logger: cfg.Log})
@@ -210,15 +263,21 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	es := store.NewEventStore(mapper, cfg.Backend.Recorder)
+	if cfg.Backend.Reads != nil {
+		es = store.NewEventStore(mapper, cfg.Backend.Reads)
+	}
 	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: entityCacheSize(cfg.CacheSize)})
 	if err != nil {
 		w.client.Close()
 		return nil, err
 	}
+	if cfg.Backend.Reads != nil {
+		w.entities.Reads = cfg.Backend.Reads
+	}
 	if cfg.Metrics != nil {
 		metrics.Consumer(cfg.Metrics, "writer", w.writer.TrackingName(), w.consumer.Stats)
-		if w.relay != nil {
-			metrics.Relay(cfg.Metrics, w.relay.Stats)
+		if len(w.relays) > 0 {
+			metrics.Relay(cfg.Metrics, w.RelayStats)
 		}
 	}
 	return w, nil
@@ -264,8 +323,8 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 		})
 	}
-	if w.relay != nil {
-		g.Go(func() error { return w.relay.Run(ctx) })
+	for _, relay := range w.relays {
+		g.Go(func() error { return relay.Run(ctx) })
 	}
 	g.Go(func() error { return w.commander.Run(ctx) })
 	return g.Wait()
@@ -277,12 +336,16 @@ func (w *Writer) Registry() *command.Registry { return w.registry }
 // Stats returns the writer's counters.
 func (w *Writer) Stats() command.Stats { return w.writer.Stats() }
 
-// RelayStats returns the relay's counters (zero without a relay).
+// RelayStats returns the relay's counters (zero without a relay; with shards,
+// the sum of the shards' relays).
 func (w *Writer) RelayStats() kafka.RelayStats {
-	if w.relay == nil {
+	switch len(w.relays) {
+	case 0:
 		return kafka.RelayStats{}
+	case 1:
+		return w.relays[0].Stats()
 	}
-	return w.relay.Stats()
+	return sumRelayStats(w.relays)
 }
 
 // API returns the writer's part of the HTTP server.

@@ -47,10 +47,12 @@ type Options struct {
 	// AsyncCommit overrides the server's synchronous_commit for the
 	// projection's transactions, setting it off: a commit returns before its
 	// WAL is flushed. It costs no correctness: a crash can lose the last
-	// commits (up to about three times wal_writer_delay), but each loses its
-	// rows and its tracking together, so the consumer applies those records
-	// again. Queries may see rows that a crash then takes back. The default
-	// is the server's setting.
+	// commits (up to about three times wal_writer_delay), and so can a
+	// failover to a standby, which receives only flushed WAL; but each loses
+	// its rows and its tracking together, and a consumer that checks its
+	// tracking (kafka.ConsumerConfig.VerifyTracking, as the projector service
+	// runs it) fetches those records again. Queries may see rows that a crash
+	// then takes back. The default is the server's setting.
 	AsyncCommit bool
 	// NoAttributeIndex overrides the default GIN index on attributes: the
 	// tables get none, and a fillfactor of 80 so that updates can stay on

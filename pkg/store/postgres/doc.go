@@ -17,7 +17,9 @@
 // a master key; see store.KeyRecorder), <prefix>parked_sequences,
 // <prefix>parked_events and <prefix>park_actions (the projections' parked
 // sequences; see store.ParkRecorder: ParkedSequences locks the rows it reads
-// FOR UPDATE, in the order of the ids given), plus <prefix>schema_version. Events have the primary key (sequence_id,
+// FOR UPDATE, in the order of the ids given), <prefix>shard_layout (the
+// database's place in a sharded store, recorded and checked by CheckShard),
+// plus <prefix>schema_version. Events have the primary key (sequence_id,
 // position) and a unique index on notification_id. Migrations are embedded SQL
 // files applied by Migrate (or by New with Options.Migrate), each in its own
 // transaction, serialised across processes with pg_advisory_lock. A schema

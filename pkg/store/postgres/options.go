@@ -89,6 +89,7 @@ type names struct {
 	// Parked sequences of projections (parked.go).
 	Parked, ParkedEvents, ParkActions string
 	Version                           string
+	ShardLayout                       string // the shard layout (shard.go)
 	prefix                            string
 	channel                           string // LISTEN/NOTIFY channel, unquoted
 	lockSpace                         string // distinguishes advisory lock keys of different stores
@@ -107,6 +108,7 @@ func newNames(o Options) names {
 		ParkedEvents: q("parked_events"),
 		ParkActions:  q("park_actions"),
 		Version:      q("schema_version"),
+		ShardLayout:  q("shard_layout"),
 		prefix:       o.TablePrefix,
 		channel:      fmt.Sprintf("eventlog_%016x", hash64("notify:"+space)),
 		lockSpace:    space,

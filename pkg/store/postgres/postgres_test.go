@@ -36,6 +36,8 @@ func TestConnectErrors(t *testing.T) {
 		{"bad key value", "host=127.0.0.1 password=" + secret + " port=x", postgres.ErrInvalidDSN, "invalid DSN"},
 		{"unreachable url", "postgres://app:" + secret + "@127.0.0.1:1/app?connect_timeout=3", postgres.ErrUnreachable, "127.0.0.1:1"},
 		{"unreachable key value", "host=127.0.0.1 port=1 user=app password=" + secret + " connect_timeout=3", postgres.ErrUnreachable, "check the host and port"},
+		{"unreachable multi-host", "host=127.0.0.1,127.0.0.1 port=1,2 user=app password=" + secret + " connect_timeout=2 target_session_attrs=read-write",
+			postgres.ErrUnreachable, "nothing answered at 127.0.0.1:1, 127.0.0.1:2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,225 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/eventlog/eventlog/pkg/command"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/store/shard"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// commandWriter is what the writer service needs of a command writer: a
+// *command.Writer, or a shardedWriter over one per shard.
+type commandWriter interface {
+	HandleBatch(ctx context.Context, records []wire.Record) error
+	Tracking(ctx context.Context, name, topic string, partition int32) (int64, error)
+	Flush(ctx context.Context) error
+	Close() error
+	Stats() command.Stats
+	TrackingName() string
+}
+
+var (
+	_ commandWriter = (*command.Writer)(nil)
+	_ commandWriter = (*shardedWriter)(nil)
+)
+
+// shardsOf returns the shards of b: b.Shards, or b itself.
+func shardsOf(b Backend) []Backend {
+	if len(b.Shards) > 0 {
+		return b.Shards
+	}
+	return []Backend{b}
+}
+
+// ShardedBackend returns the backend of a store over shards, in shard order:
+// its Recorder and Snapshots are a shard.Store over the shards' recorders
+// (each must also be a store.SnapshotRecorder), the rest is the home shard's
+// (shard 0). With one shard it returns that shard. Check each shard's
+// recorded layout first (postgres.Recorder.CheckShard).
+func ShardedBackend(shards []Backend) (Backend, error) {
+	switch len(shards) {
+	case 0:
+		return Backend{}, errors.New("service: no shards")
+	case 1:
+		return shards[0], nil
+	}
+	recs := make([]shard.Recorder, len(shards))
+	for i, b := range shards {
+		r, ok := b.Recorder.(shard.Recorder)
+		if !ok {
+			return Backend{}, fmt.Errorf("service: shard %d (%s) keeps no snapshots: it cannot be a shard", i, b.Name)
+		}
+		recs[i] = r
+	}
+	st, err := shard.New(recs...)
+	if err != nil {
+		return Backend{}, err
+	}
+	b := shards[0]
+	b.Recorder, b.Snapshots, b.Shards = st, st, shards
+	b.Name = fmt.Sprintf("%s (+%d shards)", shards[0].Name, len(shards)-1)
+	return b, nil
+}
+
+// Home returns the home shard (shard 0) of a sharded backend, where read
+// models and the tracking of projections live, or b itself.
+func (b Backend) Home() Backend {
+	if len(b.Shards) > 0 {
+		return b.Shards[0]
+	}
+	return b
+}
+
+// checkShards checks the commands topic's partition count against the shard
+// count and returns the router of the layout.
+func checkShards(ctx context.Context, adm *kadm.Client, topic string, shards int) (*shard.Router, error) {
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	defer cancel()
+	n, err := kafka.TopicPartitions(ctx, adm, topic)
+	if err != nil {
+		return nil, err
+	}
+	r, err := shard.NewRouter(n, shards)
+	if err != nil {
+		return nil, fmt.Errorf("%w (topic %s; -partitions only sets the count of topics eventlog creates: add partitions with kafka-topics --alter --partitions)", err, topic)
+	}
+	return r, nil
+}
+
+// A shardedWriter splits each batch of command records by partition and hands
+// each shard's part to that shard's command writer: a partition belongs to one
+// shard (shard.Router), so each part is one transaction of one database, with
+// the tracking of its partitions. Parts of different shards run at once.
+type shardedWriter struct {
+	router    *shard.Router
+	ws        []*command.Writer
+	log       *slog.Logger
+	misrouted atomic.Int64 // commands found on another shard's partition
+}
+
+// HandleBatch handles each shard's records on that shard. If any shard fails,
+// it returns the errors of every shard that failed; the consumer hands the
+// batch again, and the shards that stored their part skip it (their tracking
+// has it).
+func (s *shardedWriter) HandleBatch(ctx context.Context, records []wire.Record) error {
+	parts := make([][]wire.Record, len(s.ws))
+	for _, r := range records {
+		i := s.router.ShardOfPartition(r.Partition)
+		s.checkKey(r, i)
+		parts[i] = append(parts[i], r)
+	}
+	errs := make([]error, len(s.ws))
+	var wg sync.WaitGroup
+	for i, part := range parts {
+		if len(part) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			if err := s.ws[i].HandleBatch(ctx, part); err != nil {
+				errs[i] = fmt.Errorf("shard %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// checkKey warns of a command whose key (its entity id) belongs to another
+// shard than its partition: a producer that did not use Kafka's default
+// partitioner on the entity id. Its entity is stored on its partition's shard,
+// where reads by entity id do not look.
+func (s *shardedWriter) checkKey(r wire.Record, i int) {
+	if len(r.Key) != 36 {
+		return
+	}
+	id, err := uuid.ParseBytes(r.Key)
+	if err != nil || s.router.Shard(id) == i {
+		return
+	}
+	if s.misrouted.Add(1)%1000 == 1 {
+		s.log.Warn("writer: a command's partition is not its entity's: produce commands keyed by entity id with Kafka's default partitioner",
+			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "entity_shard", s.router.Shard(id), "partition_shard", i, "misrouted", s.misrouted.Load())
+	}
+}
+
+// Tracking reads the tracking of partition on the shard that owns it.
+func (s *shardedWriter) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
+	return s.ws[s.router.ShardOfPartition(partition)].Tracking(ctx, name, topic, partition)
+}
+
+// Flush flushes every shard's writer.
+func (s *shardedWriter) Flush(ctx context.Context) error {
+	errs := make([]error, len(s.ws))
+	for i, w := range s.ws {
+		errs[i] = w.Flush(ctx)
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes every shard's writer.
+func (s *shardedWriter) Close() error {
+	errs := make([]error, len(s.ws))
+	for i, w := range s.ws {
+		errs[i] = w.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// Stats sums the shards' counters.
+func (s *shardedWriter) Stats() command.Stats {
+	var t command.Stats
+	for _, w := range s.ws {
+		st := w.Stats()
+		t.Batches += st.Batches
+		t.Failures += st.Failures
+		t.Records += st.Records
+		t.Skipped += st.Skipped
+		t.Accepted += st.Accepted
+		t.Rejected += st.Rejected
+		t.Conflict += st.Conflict
+		t.Invalid += st.Invalid
+		t.Duplicates += st.Duplicates
+		t.DeadLetters += st.DeadLetters
+		t.Events += st.Events
+		t.Retries += st.Retries
+		t.AppendTime += st.AppendTime
+	}
+	return t
+}
+
+// TrackingName is the shards' tracking name (the same on each).
+func (s *shardedWriter) TrackingName() string { return s.ws[0].TrackingName() }
+
+// sumRelayStats sums the counters of relays, one per shard. Active holds if
+// every relay is active; ids and positions, which are per shard's log, are
+// summed too, so that lag adds up (they mean nothing else summed).
+func sumRelayStats(relays []*kafka.Relay) kafka.RelayStats {
+	var t kafka.RelayStats
+	t.Active = len(relays) > 0
+	for _, r := range relays {
+		st := r.Stats()
+		t.Active = t.Active && st.Active
+		t.Published += st.Published
+		t.DeadLettered += st.DeadLettered
+		t.Skipped += st.Skipped
+		t.Failures += st.Failures
+		t.Transactions += st.Transactions
+		t.Aborted += st.Aborted
+		t.Fenced += st.Fenced
+		t.LastPublishedID += st.LastPublishedID
+		t.Checkpoint += st.Checkpoint
+		t.MaxID += st.MaxID
+		t.Lag += st.Lag
+	}
+	return t
+}

@@ -1,0 +1,353 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"net/http/httptest"
+
+	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/pkg/service"
+	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/store/postgres"
+	"github.com/eventlog/eventlog/pkg/store/shard"
+	"github.com/eventlog/eventlog/pkg/wire"
+)
+
+// pgShards opens n scratch databases as the shards of one store.
+func pgShards(t testing.TB, n int) []service.Backend {
+	t.Helper()
+	ctx := t.Context()
+	var out []service.Backend
+	for i, dsn := range pgtest.Databases(t, n) {
+		pool, err := postgres.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		rec, err := postgres.New(ctx, pool, postgres.Options{Migrate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rec.Close() })
+		if err := rec.CheckShard(ctx, i, n); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, service.Backend{Recorder: rec, Snapshots: rec, Locker: rec, Name: fmt.Sprintf("postgres shard %d", i), Schema: "public"})
+	}
+	return out
+}
+
+// startWriter starts a writer service; stop stops it and waits.
+func startWriter(t *testing.T, cfg service.WriterConfig) (w *service.Writer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := service.NewWriter(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return w, stop
+}
+
+// TestShardedStore runs the writer over 2 and 3 PostgreSQL databases through
+// Kafka: every command is applied once (none lost across a writer restart,
+// none doubled by a redelivered command id), each entity lives on its shard
+// only, in position order, and each shard's relay publishes its events once,
+// in order per entity.
+func TestShardedStore(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d shards", n), func(t *testing.T) { shardedConformance(t, n, nil) })
+	}
+	// A batch whose part on one shard fails while the other shard's part
+	// commits is handed again: the shard that stored its part skips it.
+	t.Run("2 shards, one failing now and then", func(t *testing.T) {
+		shardedConformance(t, 2, func(i int, b service.Backend) service.Backend {
+			if i == 1 {
+				b.Recorder = &flakyRecorder{Recorder: b.Recorder.(*postgres.Recorder), every: 2}
+			}
+			return b
+		})
+	})
+}
+
+// flakyRecorder fails every every-th transaction before it starts.
+type flakyRecorder struct {
+	*postgres.Recorder
+	every int64
+	calls atomic.Int64
+	fails atomic.Int64
+}
+
+func (f *flakyRecorder) InTx(ctx context.Context, fn func(store.Tx) error) error {
+	if f.calls.Add(1)%f.every == 0 {
+		f.fails.Add(1)
+		return errors.New("injected failure")
+	}
+	return f.Recorder.InTx(ctx, fn)
+}
+
+func shardedConformance(t *testing.T, n int, wrap func(int, service.Backend) service.Backend) {
+	const (
+		entities = 30
+		updates  = 4 // commands per entity: a create and this many updates
+	)
+	k := startBroker(t)
+	shards := pgShards(t, n)
+	if wrap != nil {
+		for i := range shards {
+			shards[i] = wrap(i, shards[i])
+		}
+	}
+	b, err := service.ShardedBackend(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	cfg := service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: topics, Partitions: int32(2 * n), ReplicationFactor: -1},
+		Entities: []string{"example"}, Log: quietLog(),
+	}
+	ids := make([]uuid.UUID, entities)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	cmds := make([][]wire.Command, entities) // per entity, in order
+	for i, id := range ids {
+		for v := 0; v <= updates; v++ {
+			typ := "update"
+			if v == 0 {
+				typ = "create"
+			}
+			cmds[i] = append(cmds[i], wire.Command{CommandID: uuid.New(), Type: typ, Entity: "example", EntityID: id,
+				Data: json.RawMessage(fmt.Sprintf(`{"foo":"v%d"}`, v))})
+		}
+	}
+	prod, err := kgo.NewClient(k...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(cs []wire.Command) {
+		t.Helper()
+		var recs []*kgo.Record
+		for _, c := range cs {
+			v, _ := json.Marshal(c)
+			recs = append(recs, &kgo.Record{Topic: topics.Commands(), Key: []byte(c.EntityID.String()), Value: v})
+		}
+		if err := prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	results, err := kgo.NewClient(append(k, kgo.ConsumeTopics(topics.Results()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer results.Close()
+	got := map[uuid.UUID][]wire.Result{}
+	count := 0
+	await := func(want int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		defer cancel()
+		for count < want && ctx.Err() == nil {
+			results.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+				var res wire.Result
+				if err := json.Unmarshal(r.Value, &res); err != nil {
+					t.Errorf("result %s: %v", r.Value, err)
+				}
+				got[res.CommandID] = append(got[res.CommandID], res)
+				count++
+			})
+		}
+		if count < want {
+			t.Fatalf("%d results, want %d", count, want)
+		}
+	}
+
+	// The first half of each entity's commands, then a new writer (a restart)
+	// for the rest and a redelivery of some commands already answered.
+	w1, stop := startWriter(t, cfg)
+	var first, rest, again []wire.Command
+	for i := range cmds {
+		first = append(first, cmds[i][:3]...)
+		rest = append(rest, cmds[i][3:]...)
+		if i%3 == 0 {
+			again = append(again, cmds[i][1])
+		}
+	}
+	produce(first)
+	await(len(first))
+	stop()
+	skipped := w1.Stats().Skipped
+	w, _ := startWriter(t, cfg)
+	produce(append(rest, again...))
+	await(len(first) + len(rest) + len(again))
+
+	for i := range cmds {
+		for j, c := range cmds[i] {
+			rs := got[c.CommandID]
+			want := 1
+			if i%3 == 0 && j == 1 {
+				want = 2 // redelivered: the same result again
+			}
+			if len(rs) != want {
+				t.Fatalf("command %d of entity %d: %d results, want %d", j, i, len(rs), want)
+			}
+			for _, r := range rs {
+				if r.Status != wire.StatusAccepted || r.Version != int64(j+1) {
+					t.Fatalf("command %d of entity %d: %+v", j, i, r)
+				}
+			}
+		}
+	}
+	if st := w.Stats(); st.Duplicates != int64(len(again)) {
+		t.Errorf("second writer: %d duplicates, want %d", st.Duplicates, len(again))
+	}
+	for i, s := range shards {
+		if f, ok := s.Recorder.(*flakyRecorder); ok {
+			skipped += w.Stats().Skipped
+			t.Logf("shard %d: %d transactions failed on purpose; %d records skipped as stored already", i, f.fails.Load(), skipped)
+			if f.fails.Load() == 0 || skipped == 0 {
+				t.Errorf("shard %d: %d transactions failed, %d records skipped on the batches handed again; want both", i, f.fails.Load(), skipped)
+			}
+		}
+	}
+
+	// Each entity's events are on its shard only, complete and in order.
+	router, err := shard.NewRouter(2*n, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	perShard := make([]int, n)
+	for _, id := range ids {
+		home := router.Shard(id)
+		perShard[home]++
+		for i, s := range shards {
+			items, err := s.Recorder.SelectEvents(ctx, id, store.Query{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i != home {
+				if len(items) > 0 {
+					t.Fatalf("entity %s of shard %d has %d events on shard %d", id, home, len(items), i)
+				}
+				continue
+			}
+			if len(items) != updates+1 {
+				t.Fatalf("entity %s: %d events on its shard, want %d", id, len(items), updates+1)
+			}
+			for p, it := range items {
+				if it.Position != int64(p) || !strings.Contains(string(it.State), fmt.Sprintf(`"v%d"`, p)) {
+					t.Fatalf("entity %s: event %d is position %d, state %s", id, p, it.Position, it.State)
+				}
+			}
+		}
+	}
+	for i, c := range perShard {
+		if c == 0 {
+			t.Logf("shard %d got no entity of %d (unlikely, but possible)", i, entities)
+		}
+	}
+
+	// Each shard's relay published its events once, in order per entity.
+	evc, err := kgo.NewClient(append(k, kgo.ConsumeTopics(topics.Events("example")), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evc.Close()
+	positions := map[string][]int64{}
+	total := 0
+	pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for total < entities*(updates+1) && pctx.Err() == nil {
+		evc.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == wire.HeaderPosition {
+					p, _ := strconv.ParseInt(string(h.Value), 10, 64)
+					positions[string(r.Key)] = append(positions[string(r.Key)], p)
+				}
+			}
+			total++
+		})
+	}
+	if total != entities*(updates+1) {
+		t.Fatalf("%d event records, want %d", total, entities*(updates+1))
+	}
+	for _, id := range ids {
+		ps := positions[id.String()]
+		if fmt.Sprint(ps) != "[0 1 2 3 4]" {
+			t.Fatalf("entity %s: event records at positions %v", id, ps)
+		}
+	}
+
+	// The API reads each entity from its shard.
+	s := &httpapi.Server{Log: quietLog()}
+	w.API(s)
+	a := api{t: t, url: serve(t, s)}
+	for _, id := range ids[:5] {
+		code, ent := a.do("GET", "/v1/entities/example/"+id.String(), nil)
+		if code != 200 || ent["version"] != float64(updates+1) || ent["attributes"].(map[string]any)["foo"] != fmt.Sprintf("v%d", updates) {
+			t.Fatalf("get %s: %d %v", id, code, ent)
+		}
+		if code, ent = a.do("GET", "/v1/entities/example/"+id.String()+"?version=2", nil); code != 200 || ent["attributes"].(map[string]any)["foo"] != "v1" {
+			t.Fatalf("get %s at version 2: %d %v", id, code, ent)
+		}
+	}
+	// The notification log is per shard: the API says so.
+	if code, body := a.do("GET", "/v1/notifications?after=0&limit=10", nil); code != 501 || !strings.Contains(fmt.Sprint(body["error"]), "each with a notification log of its own") {
+		t.Fatalf("notifications of a sharded store: %d %v", code, body)
+	}
+}
+
+// TestShardedWriterRefusesPartitions checks that a commands topic whose
+// partition count is not a multiple of the shard count is refused at start.
+func TestShardedWriterRefusesPartitions(t *testing.T) {
+	k := startBroker(t)
+	b, err := service.ShardedBackend(pgShards(t, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = service.NewWriter(t.Context(), service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, Log: quietLog(),
+	})
+	if !errors.Is(err, shard.ErrLayout) || !strings.Contains(err.Error(), "4 partitions, which is not a multiple of the 3 shards") {
+		t.Fatalf("NewWriter over 3 shards and 4 partitions: %v", err)
+	}
+}
+
+// serve serves s until t ends and returns its URL.
+func serve(t *testing.T, s *httpapi.Server) string {
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
