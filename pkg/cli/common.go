@@ -20,8 +20,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eventlog/eventlog/internal/config"
+	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/pkg/entity"
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
@@ -278,23 +280,45 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, fmt.Errorf("-log-format: %q is not text or json", l.format)
 }
 
-// prepare does what every service command does first, after its flags: the
-// codec options, the logger, and the HTTP listener (opened before anything
-// else, so that a port in use fails at once).
-func prepare(c *codecFlags, l *logFlags, httpAddr string, env Env) ([]events.MapperOption, *slog.Logger, net.Listener, error) {
+// started is what a service command (writer, projector, dev) has once its
+// flags are checked: the mapper options, the logger, the HTTP listener with
+// its access check, and the tracer provider. close releases them.
+type started struct {
+	mopts []events.MapperOption
+	log   *slog.Logger
+	ln    net.Listener
+	auth  *httpapi.Auth
+	tp    trace.TracerProvider
+	close func()
+}
+
+// startService makes the codec options, the logger, the HTTP listener (before
+// anything else opens, so that a port in use fails at once), its access check
+// and the tracer provider of the service cmd.
+func (p Program) startService(ctx context.Context, cmd string, c *codecFlags, l *logFlags, ha *httpAuthFlags, httpAddr string, env Env) (*started, error) {
 	mopts, err := c.options()
 	if err != nil {
-		return nil, nil, nil, UsageError{err}
+		return nil, UsageError{err}
 	}
 	log, err := l.logger(env.Stderr)
 	if err != nil {
-		return nil, nil, nil, UsageError{err}
+		return nil, UsageError{err}
 	}
 	ln, err := listen(httpAddr)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return mopts, log, ln, nil
+	auth, err := ha.auth(ln)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	tp, stopTracing, err := p.startTracing(ctx, cmd, env, log)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &started{mopts: mopts, log: log, ln: ln, auth: auth, tp: tp, close: func() { stopTracing(); ln.Close() }}, nil
 }
 
 // stopped turns the error of a service that was asked to stop while it was

@@ -78,20 +78,12 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	if err != nil {
 		return err
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	st, err := p.startService(ctx, "dev", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "dev", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	b, err := broker.Start(broker.Config{Addr: brokerAddr, DataDir: dataDir, Partitions: partitions})
 	if err != nil {
 		return err

@@ -97,20 +97,12 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	if err != nil {
 		return err
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	st, err := p.startService(ctx, "projector", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "projector", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	s.migrate = true
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {

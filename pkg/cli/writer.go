@@ -77,20 +77,12 @@ func (p Program) runWriter(ctx context.Context, args []string, env Env) error {
 	if err := s.checkPartitions(k.partitions); err != nil {
 		return UsageError{err}
 	}
-	mopts, log, ln, err := prepare(&c, &l, httpAddr, env)
+	st, err := p.startService(ctx, "writer", &c, &l, &ha, httpAddr, env)
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	auth, err := ha.auth(ln)
-	if err != nil {
-		return err
-	}
-	tp, stopTracing, err := p.startTracing(ctx, "writer", env, log)
-	if err != nil {
-		return err
-	}
-	defer stopTracing()
+	defer st.close()
+	mopts, log, ln, auth, tp := st.mopts, st.log, st.ln, st.auth, st.tp
 	backend, closeStore, err := s.open(ctx, log)
 	if err != nil {
 		return err

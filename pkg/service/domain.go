@@ -174,7 +174,7 @@ func (d *Domain) AddEntity(types ...string) error {
 				if err != nil {
 					return nil, err
 				}
-				return loaderOf(typ, es, repo, func(e *entity.Entity) (EntityView, bool) {
+				return loaderOf(typ, es, repo, cfg.CacheSize, func(e *entity.Entity) (EntityView, bool) {
 					return EntityView{Attributes: e.Attributes}, e.Type == typ
 				}), nil
 			},
@@ -256,7 +256,7 @@ func AddAggregate[T events.Root](d *Domain, a Aggregate[T]) error {
 			if err != nil {
 				return nil, err
 			}
-			return loaderOf(typ, es, repo, func(agg T) (EntityView, bool) {
+			return loaderOf(typ, es, repo, cfg.CacheSize, func(agg T) (EntityView, bool) {
 				b, err := json.Marshal(agg)
 				if err != nil {
 					b, _ = json.Marshal(map[string]string{"error": "the aggregate does not encode to JSON: " + err.Error()})
@@ -292,15 +292,22 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// loaderOf returns the loader of an entity type over a repository of T.
-func loaderOf[T events.Root](typ string, es *store.EventStore, repo *store.Repository[T], view func(T) (EntityView, bool)) EntityLoader {
+// loaderOf returns the loader of an entity type over a repository of T. It
+// checks that the entity's first event is of the type; with a cache, it
+// remembers the ids that passed (a stored event never changes), so that
+// reading a known entity costs one query, not two.
+func loaderOf[T events.Root](typ string, es *store.EventStore, repo *store.Repository[T], cacheSize int, view func(T) (EntityView, bool)) EntityLoader {
+	known := newIDSet(cacheSize)
 	return func(ctx context.Context, id uuid.UUID, version int64) (EntityView, error) {
-		first, err := es.Recorder.SelectEvents(ctx, id, store.Query{Limit: 1})
-		if err != nil {
-			return EntityView{}, err
-		}
-		if len(first) == 0 || events.EntityOf(first[0].Topic) != typ {
-			return EntityView{}, fmt.Errorf("%w: %s %s", store.ErrNotFound, typ, id)
+		if !known.has(id) {
+			first, err := es.Recorder.SelectEvents(ctx, id, store.Query{Limit: 1})
+			if err != nil {
+				return EntityView{}, err
+			}
+			if len(first) == 0 || events.EntityOf(first[0].Topic) != typ {
+				return EntityView{}, fmt.Errorf("%w: %s %s", store.ErrNotFound, typ, id)
+			}
+			known.add(id)
 		}
 		agg, err := repo.Get(ctx, id)
 		if err != nil {
@@ -581,4 +588,38 @@ func (d *Domain) Workload() Workload {
 		}
 	}
 	return nil
+}
+
+// idSet is a set of at most size ids, safe for concurrent use; past size, an
+// id added pushes out an arbitrary one. With size 0 it holds nothing.
+type idSet struct {
+	mu   sync.Mutex
+	size int
+	ids  map[uuid.UUID]struct{}
+}
+
+func newIDSet(size int) *idSet {
+	return &idSet{size: size, ids: make(map[uuid.UUID]struct{}, min(size, 1024))}
+}
+
+func (s *idSet) has(id uuid.UUID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
+}
+
+func (s *idSet) add(id uuid.UUID) {
+	if s.size <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ids) >= s.size {
+		for old := range s.ids {
+			delete(s.ids, old)
+			break
+		}
+	}
+	s.ids[id] = struct{}{}
 }

@@ -97,6 +97,9 @@ type WriterConfig struct {
 	Group string
 	// MapperOptions set compression and encryption of new events.
 	MapperOptions []events.MapperOption
+	// CacheSize bounds the aggregates kept in memory, by the writer and,
+	// apart, by the entity API: 0 is command.DefaultCacheSize, a negative
+	// value caches nothing.
 	CacheSize     int
 	SnapshotEvery int64
 	// NoRelay turns the relay off (another process runs it).
@@ -256,7 +259,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	if cfg.Backend.Reads != nil {
 		es = store.NewEventStore(mapper, cfg.Backend.Reads)
 	}
-	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: 1024})
+	w.entities, err = d.EntitiesAPI(es, cfg.Backend.Recorder, store.RepositoryConfig{CacheSize: entityCacheSize(cfg.CacheSize)})
 	if err != nil {
 		w.client.Close()
 		return nil, err
@@ -382,4 +385,15 @@ func typeInfo(d *Domain, reg *command.Registry) []httpapi.TypeInfo {
 		out = append(out, t)
 	}
 	return out
+}
+
+// entityCacheSize is the entity API's cache size for WriterConfig.CacheSize.
+func entityCacheSize(n int) int {
+	switch {
+	case n == 0:
+		return command.DefaultCacheSize
+	case n < 0:
+		return 0
+	}
+	return n
 }

@@ -215,7 +215,7 @@ func (r *Recorder) read(ctx context.Context, what string, fn func(q queryer) err
 	if err := r.usable(); err != nil {
 		return err
 	}
-	err := retryBusy(ctx, func() error { return fn(r.rdb) })
+	err := retryBusy(ctx, func() error { return fn(r.reads) })
 	if err != nil {
 		return fmt.Errorf("sqlite: %s: %w", what, describe(ctx, err))
 	}

@@ -102,6 +102,8 @@ type Recorder struct {
 	// wdb runs write transactions, rdb everything else. They are the same pool
 	// for New and for in-memory databases.
 	wdb, rdb *sql.DB
+	// reads runs the queries of rdb with statements prepared once.
+	reads *stmtCache
 	// wsem (capacity 1) admits one write transaction of this Recorder at a
 	// time, in Go and under the caller's context, rather than in SQLite's busy
 	// handler.
@@ -244,6 +246,7 @@ func newRecorder(wdb, rdb *sql.DB, opts Options, owned bool) *Recorder {
 	return &Recorder{
 		wdb:      wdb,
 		rdb:      rdb,
+		reads:    newStmtCache(rdb),
 		wsem:     make(chan struct{}, 1),
 		owned:    owned,
 		log:      opts.Logger,
@@ -320,14 +323,15 @@ func (r *Recorder) Close() error {
 	r.closeOnce.Do(func() {
 		r.closed.Store(true)
 		r.notifier.close()
+		r.closeErr = r.reads.close()
 		if r.owned {
 			if r.rdb != r.wdb {
-				r.closeErr = r.rdb.Close()
+				r.closeErr = errors.Join(r.closeErr, r.rdb.Close())
 			}
 			r.closeErr = errors.Join(r.closeErr, r.wdb.Close())
-			if r.closeErr != nil {
-				r.closeErr = fmt.Errorf("sqlite: close: %w", r.closeErr)
-			}
+		}
+		if r.closeErr != nil {
+			r.closeErr = fmt.Errorf("sqlite: close: %w", r.closeErr)
 		}
 	})
 	return r.closeErr
