@@ -18,6 +18,7 @@ import (
 
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
@@ -350,4 +351,97 @@ func serve(t *testing.T, s *httpapi.Server) string {
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestShardedProjectorFillsGapsFromTheEntitysShard checks that a projector
+// over a sharded store, which commits on the home shard, fills a gap of an
+// entity of another shard from that entity's shard.
+func TestShardedProjectorFillsGapsFromTheEntitysShard(t *testing.T) {
+	ctx := t.Context()
+	k := startBroker(t)
+	shards := pgShards(t, 2)
+	b, err := service.ShardedBackend(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	kcfg := service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1}
+	id := uuid.New()
+	for shard.ShardOf(id, 2) != 1 {
+		id = uuid.New()
+	}
+
+	// Two events of the entity on shard 1, stored without a relay.
+	_, stop := startWriter(t, service.WriterConfig{Backend: b, Kafka: kcfg, Entities: []string{"example"}, NoRelay: true, Log: quietLog()})
+	prod, err := kgo.NewClient(k...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	for v, typ := range []string{"create", "update"} {
+		c, _ := json.Marshal(wire.Command{CommandID: uuid.New(), Type: typ, Entity: "example", EntityID: id, Data: json.RawMessage(fmt.Sprintf(`{"foo":"v%d"}`, v))})
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(id.String()), Value: c}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last store.Notification
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ns, err := shards[1].Recorder.SelectNotifications(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.SequenceID == id && n.Position == 1 {
+				last = n
+			}
+		}
+		if last.SequenceID == id {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the entity's events are not stored on shard 1: %v", ns)
+		}
+	}
+	stop()
+
+	// Only the second event reaches Kafka: the projector has a gap to fill.
+	var hs []kgo.RecordHeader
+	for _, h := range wire.EventHeaders(last.SequencedItem, last.ID) {
+		hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topics.Events("example"), Key: []byte(id.String()), Value: last.State, Headers: hs}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	home := shards[0].Recorder.(*postgres.Recorder)
+	rm, err := pgreadmodel.New(home.Pool(), pgreadmodel.Options{Types: []string{"example"}, Schema: home.Options().Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rm.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	p, err := service.NewProjector(pctx, service.ProjectorConfig{Backend: b, Kafka: kcfg, Entities: []string{"example"}, ReadModel: rm, Log: quietLog()})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("projector: %v", err)
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		row, err := rm.Get(ctx, "example", id)
+		if err == nil && row.Version == 2 && string(row.Attributes["foo"]) == `"v1"` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read model of %s (shard 1): %+v, %v; want version 2 with the gap filled from shard 1 (stats %+v)", id, row, err, p.Stats())
+		}
+	}
 }
