@@ -91,7 +91,13 @@ func checkShards(ctx context.Context, adm *kadm.Client, topic string, shards int
 	}
 	r, err := shard.NewRouter(n, shards)
 	if err != nil {
-		return nil, fmt.Errorf("%w (topic %s; -partitions only sets the count of topics eventlog creates: add partitions with kafka-topics --alter --partitions)", err, topic)
+		if !errors.Is(err, shard.ErrLayout) {
+			return nil, err
+		}
+		// The topic exists: its partitions can only grow.
+		up := (n/shards + 1) * shards
+		return nil, fmt.Errorf("%w: the commands topic %s has %d partitions, which is not a multiple of the %d shards: grow it to %d (kafka-topics --alter --topic %s --partitions %d; a topic's partitions cannot shrink, and -partitions only sets the count of topics eventlog creates), or use a shard count that divides %d",
+			shard.ErrLayout, topic, n, shards, up, topic, up, n)
 	}
 	return r, nil
 }

@@ -341,7 +341,7 @@ func TestShardedWriterRefusesPartitions(t *testing.T) {
 		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
 		Entities: []string{"example"}, Log: quietLog(),
 	})
-	if !errors.Is(err, shard.ErrLayout) || !strings.Contains(err.Error(), "4 partitions, which is not a multiple of the 3 shards") {
+	if !errors.Is(err, shard.ErrLayout) || !strings.Contains(err.Error(), "4 partitions, which is not a multiple of the 3 shards: grow it to 6 (kafka-topics --alter --topic eventlog.commands --partitions 6;") {
 		t.Fatalf("NewWriter over 3 shards and 4 partitions: %v", err)
 	}
 }
