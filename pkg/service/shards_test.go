@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 
 	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/service"
@@ -443,5 +444,51 @@ func TestShardedProjectorFillsGapsFromTheEntitysShard(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("read model of %s (shard 1): %+v, %v; want version 2 with the gap filled from shard 1 (stats %+v)", id, row, err, p.Stats())
 		}
+	}
+}
+
+// TestShardedRelayMetrics checks that each shard's relay has metrics of its
+// own: two writers that each hold the lock of one shard both show a relay
+// active, where a sum over the shards showed none anywhere.
+func TestShardedRelayMetrics(t *testing.T) {
+	k := startBroker(t)
+	b, err := service.ShardedBackend(pgShards(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := metrics.New()
+	w, _ := startWriter(t, service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, Log: quietLog(), Metrics: reg,
+	})
+	active := func() map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "eventlog_relay_active" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				shardOf := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "shard" {
+						shardOf = l.GetValue()
+					}
+				}
+				out[shardOf] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(20 * time.Second); !w.RelayStats().Active; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relays did not become active")
+		}
+	}
+	if got := active(); len(got) != 2 || got["0"] != 1 || got["1"] != 1 {
+		t.Fatalf("eventlog_relay_active by shard: %v, want shards 0 and 1 at 1", got)
 	}
 }
