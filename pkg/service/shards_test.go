@@ -1,17 +1,21 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"net/http/httptest"
@@ -19,6 +23,7 @@ import (
 	"github.com/eventlog/eventlog/internal/httpapi"
 	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
@@ -490,5 +495,74 @@ func TestShardedRelayMetrics(t *testing.T) {
 	}
 	if got := active(); len(got) != 2 || got["0"] != 1 || got["1"] != 1 {
 		t.Fatalf("eventlog_relay_active by shard: %v, want shards 0 and 1 at 1", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes, for a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestShardedWriterSaysTheTopicGrewOutOfLayout checks that a sharded writer
+// whose commands topic grows to a partition count that does not fit the
+// shards says so, with the count to grow it to, when it finds a command on
+// another shard's partition.
+func TestShardedWriterSaysTheTopicGrewOutOfLayout(t *testing.T) {
+	ctx := t.Context()
+	k := startBroker(t)
+	b, err := service.ShardedBackend(pgShards(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	var logs syncBuffer
+	startWriter(t, service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, NoRelay: true, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	cl, err := kgo.NewClient(append(k, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if resp, err := adm.CreatePartitions(ctx, 1, topics.Commands()); err != nil || resp.Error() != nil {
+		t.Fatal(err, resp.Error())
+	}
+	if n, err := kafka.TopicPartitions(ctx, adm, topics.Commands()); err != nil || n != 5 {
+		t.Fatalf("the commands topic has %d partitions (%v), want 5", n, err)
+	}
+	// Entities of shard 1 on partition 2 (shard 0's), where a producer that
+	// knows the 5 partitions puts some, until the writer, whose metadata may
+	// be a few seconds old, says why.
+	want := "has grown to 5 partitions, which is not a multiple of the 2 shards"
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer did not say %q; it logged:\n%s", want, logs.String())
+		}
+		id := uuid.New()
+		for shard.ShardOf(id, 2) != 1 {
+			id = uuid.New()
+		}
+		c, _ := json.Marshal(wire.Command{CommandID: uuid.New(), Type: "create", Entity: "example", EntityID: id, Data: json.RawMessage(`{"foo":"bar"}`)})
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Partition: 2, Key: []byte(id.String()), Value: c}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(logs.String(), "grow it to 6 at once") {
+		t.Fatalf("the writer did not say what to grow the topic to:\n%s", logs.String())
 	}
 }

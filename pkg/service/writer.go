@@ -226,7 +226,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 			w.client.Close()
 			return nil, err
 		}
-		w.writer = &shardedWriter{router: router, ws: writers, log: cfg.Log}
+		w.writer = &shardedWriter{router: router, ws: writers, log: cfg.Log, adm: adm, topic: cfg.Kafka.Topics.Commands()}
 	}
 	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
