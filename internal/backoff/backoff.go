@@ -1,7 +1,7 @@
 // Package backoff is the one capped, jittered exponential back-off of the
-// module, for every loop that retries after a failure: the pipelined
-// writer's background retries, SQLite's busy retries, PostgreSQL's LISTEN
-// reconnects (and, in time, the Kafka consumer and relay).
+// module, for every loop that retries after a failure: SQLite's busy
+// retries, PostgreSQL's LISTEN reconnects (and, in time, the Kafka consumer
+// and relay).
 //
 // Each delay is drawn at random from the upper half of the current step,
 // [step/2, step], so that processes that failed together do not retry

@@ -186,8 +186,6 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	fs.IntVar(&cacheSize, "cache-size", 0, "aggregates the writer and the entity API keep in memory each (0: the default; -1: none)")
 	fs.StringVar(&dsn, "postgres-dsn", "", "benchmark PostgreSQL (a schema of its own, dropped afterwards) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	var pipeline bool
-	fs.BoolVar(&pipeline, "pipeline", false, "decide each batch of commands while the one before commits")
 	var cpuProfile string
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Secret("postgres-dsn")
@@ -270,7 +268,7 @@ func (p Program) Bench(ctx context.Context, args []string, env Env) error {
 	brokers := []string(brokerList)
 	k.brokers = brokerList
 	stages := &stageRecorder{}
-	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add, Pipeline: pipeline,
+	w, err := service.NewWriter(ctx, service.WriterConfig{Backend: backend, Kafka: k.service(log), Domain: d, Log: log, OnBatch: stages.add,
 		CacheSize: cacheSize, Group: group})
 	if err != nil {
 		return err

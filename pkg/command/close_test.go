@@ -3,16 +3,11 @@ package command_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/command"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
@@ -61,21 +56,14 @@ func (g *gateRecorder) Tracking(ctx context.Context, name, topic string, partiti
 	return g.ProcessRecorder.Tracking(ctx, name, topic, partition)
 }
 
-// storing reports whether a goroutine of the writer's runs a batch's
-// transaction or its retries.
-func storing() bool {
-	buf := make([]byte, 1<<20)
-	return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "command.(*Writer).store(")
-}
-
-// Close during a pipelined batch whose transaction runs, after a Flush that
-// timed out: the transaction is cancelled, Close returns only once the
-// writer's goroutine has, the store is not touched again, and the records,
-// not stored, are applied once by the next writer.
-func TestCloseDuringPipelinedBatch(t *testing.T) {
+// Close during a batch whose transaction runs: the transaction is
+// cancelled, HandleBatch fails with ErrClosed, Close returns only once it
+// has, the store is not touched again, and the records, not stored, are
+// applied once by the next writer.
+func TestCloseDuringBatch(t *testing.T) {
 	e := newEnv(t, command.WriterConfig{})
 	g := &gateRecorder{ProcessRecorder: e.rec.Recorder, t: t, gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	w, err := command.NewWriter(g, e.reg, e.mapper, command.WriterConfig{Pipeline: true})
+	w, err := command.NewWriter(g, e.reg, e.mapper, command.WriterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,29 +71,22 @@ func TestCloseDuringPipelinedBatch(t *testing.T) {
 	create := cmd("create", "example", id, `{"foo": "bar"}`)
 	update := cmd("update", "example", id, `{"foo": "baz"}`)
 	recs := []wire.Record{e.record(0, create), e.record(0, update)}
-	if err := w.HandleBatch(context.Background(), recs); err != nil {
-		t.Fatal(err)
-	}
+	handled := make(chan error, 1)
+	go func() { handled <- w.HandleBatch(context.Background(), recs) }()
 	<-g.entered // the batch's transaction waits at the gate
-	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	if err := w.Flush(fctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Flush while the transaction waits = %v, want its deadline", err)
-	}
 
-	err = w.Close()
-	g.closed.Store(true)
-	if err == nil || !strings.Contains(err.Error(), "2 records not stored") {
-		t.Fatalf("Close = %v, want it to say the batch is not stored", err)
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
 	}
-	if n := g.active.Load(); n != 0 || storing() {
-		t.Fatalf("after Close: %d store calls in progress, the store goroutine running: %v", n, storing())
+	g.closed.Store(true) // the call in progress makes no store call from now on
+	if n := g.active.Load(); n != 0 {
+		t.Fatalf("after Close: %d store calls in progress", n)
+	}
+	if err := <-handled; !errors.Is(err, command.ErrClosed) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("HandleBatch cut short by Close = %v, want ErrClosed wrapping the cancellation", err)
 	}
 	if err := w.HandleBatch(context.Background(), recs); !errors.Is(err, command.ErrClosed) {
 		t.Fatalf("HandleBatch after Close = %v", err)
-	}
-	if err := w.Flush(context.Background()); !errors.Is(err, command.ErrClosed) {
-		t.Fatalf("Flush after Close = %v", err)
 	}
 	if _, err := w.Tracking(context.Background(), "", commandsTopic, 0); !errors.Is(err, command.ErrClosed) {
 		t.Fatalf("Tracking after Close = %v", err)
@@ -118,46 +99,13 @@ func TestCloseDuringPipelinedBatch(t *testing.T) {
 	}
 
 	// The records are consumed again from the tracking, by the next writer.
-	next := e.plainWriter(command.WriterConfig{Pipeline: true})
+	next := e.plainWriter(command.WriterConfig{})
 	if err := next.HandleBatch(context.Background(), recs); err != nil {
-		t.Fatal(err)
-	}
-	if err := next.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	checkResult(t, e.result(create.CommandID), wire.StatusAccepted, 1, 0)
 	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
 	if err := next.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// Close while a failed pipelined batch is applied again in the background,
-// between retries: Close cancels the back-off and waits for the goroutine.
-func TestCloseDuringPipelinedRetries(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{Pipeline: true})
-	for range 20 {
-		e.rec.failCommit = append(e.rec.failCommit, errTransient)
-	}
-	id := uuid.New()
-	e.handle(e.w, e.record(0, cmd("create", "example", id, `{"foo": "bar"}`)))
-	testutil.Eventually(t, time.Minute, func() error {
-		if n := e.rec.transactions(); n < 2 {
-			return fmt.Errorf("%d transactions tried, want a retry", n)
-		}
-		return nil
-	})
-	if err := e.w.Close(); err != nil && !errors.Is(err, errTransient) && !errors.Is(err, context.Canceled) {
-		t.Fatalf("Close = %v", err)
-	}
-	txs := e.rec.transactions()
-	if storing() {
-		t.Fatal("the store goroutine outlived Close")
-	}
-	if err := e.w.HandleBatch(context.Background(), []wire.Record{e.record(0, cmd("update", "example", id, `{"a": 1}`))}); !errors.Is(err, command.ErrClosed) {
-		t.Fatalf("HandleBatch after Close = %v", err)
-	}
-	if n := e.rec.transactions(); n != txs {
-		t.Fatalf("%d transactions after Close", n-txs)
 	}
 }

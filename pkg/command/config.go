@@ -58,7 +58,9 @@ type WriterConfig struct {
 	// MaxConflictRetries bounds how often a batch is tried again after its
 	// transaction failed with store.ErrConflict (another writer appended to one
 	// of its sequences). It overrides DefaultMaxConflictRetries; a negative value
-	// never retries.
+	// retries only once after the batch's first conflict, which may be how
+	// it finds a duplicate (see the package doc): that retry reads every
+	// result.
 	MaxConflictRetries int
 	// ReadConcurrency is how many store reads (aggregate loads, result look-ups)
 	// a batch runs at once before it processes its commands in order, where
@@ -74,30 +76,8 @@ type WriterConfig struct {
 	Logger *slog.Logger
 	// OnBatch, if set, is called at the end of every HandleBatch call, on the
 	// calling goroutine, for metrics (so concurrently if HandleBatch runs
-	// concurrently). It must not block. With Pipeline it is called for a
-	// batch when its transaction has been waited for: by the next HandleBatch
-	// call or by Flush.
+	// concurrently). It must not block.
 	OnBatch func(BatchStats)
-	// Pipeline, if set, overlaps consecutive batches: HandleBatch decides its
-	// records (reads, handlers, encoding) while the transaction of the
-	// previous batch runs, as if that one had committed, then waits for that
-	// transaction and starts its own without waiting for it. It returns
-	// once its own transaction has started; the next HandleBatch call, Flush
-	// or Tracking waits for it. If a transaction fails, its batch is decided
-	// again from the store and stored in the background (as HandleBatch does
-	// without Pipeline, a few times with back-off), and the batch decided on
-	// top of it is decided again. A batch still not stored is applied by the
-	// next HandleBatch, Flush or Tracking call before anything else; that
-	// call returns its error if it fails, and the batch stays pending.
-	//
-	// So a nil HandleBatch means the records will be stored, not that they
-	// are: their transaction can still fail, and a process that stops
-	// without Flush loses it (the records are consumed again from the
-	// tracking, so nothing is applied twice or skipped). Calls are
-	// serialised: each waits for the one before. Close, after the last
-	// Flush, stops a transaction or retries still running, before the store
-	// is closed.
-	Pipeline bool
 	// TracerProvider, if set, traces the writer's batches (see package
 	// tracing): a span for each batch, with one for deciding and one for
 	// committing each attempt, and one for each record, which continues the

@@ -40,7 +40,11 @@
 //     the same batch) changes nothing: its original result is stored again,
 //     byte for byte, as the next item of the command id's sequence (position 1,
 //     2, ...), so it reaches the results topic again. The first result wins even
-//     if the duplicate's content differs.
+//     if the duplicate's content differs. The store's unique (sequence,
+//     position) constraint finds a duplicate of a stored result: a batch is
+//     decided as if its command ids were new, the duplicate's result then
+//     takes a position that is held, the append conflicts, and the batch is
+//     decided again with every result looked up (see Loading and caching).
 //   - Concurrent writers. If another writer appended to one of the batch's
 //     entities since the writer read or cached them (a rebalance), the commit
 //     fails on the store's unique (sequence, position) constraint and the batch
@@ -54,8 +58,8 @@
 //     items, provided the records carry timestamps (events are stamped with their
 //     record's timestamp) and no cipher is configured (encryption uses random
 //     nonces). A batch handled again in another HandleBatch call (after a
-//     crash, or a failed pipelined transaction) with tracing on gives the
-//     commands that came without a traceparent another trace context.
+//     crash) with tracing on gives the commands that came without a
+//     traceparent another trace context.
 //   - Errors. HandleBatch returns an error only when it stored nothing: a store
 //     error (call it again with the same batch), an error wrapping
 //     store.ErrTrackingConflict (the offsets were applied by another writer: seek
@@ -63,10 +67,15 @@
 //
 // # Loading and caching
 //
-// A batch reads the last item of each command id's sequence (to find
-// duplicates) and of each dead letter's, and each aggregate its commands
-// address that the writer has not cached, then decides the commands one by one
-// in memory. From a recorder that is a store.SequencesReader (every backend of
+// A batch reads each aggregate its commands address that the writer has not
+// cached, then decides the commands one by one in memory. It reads no result:
+// it assumes each command id is answered for the first time and each dead
+// letter not stored, which its append checks (a first result or dead letter
+// is position 0 of its sequence). If the append conflicts, the batch is
+// decided again, and from then on it also reads the last item of each
+// command id's sequence (to find duplicates) and of each dead letter's. So a
+// duplicate costs its batch a second attempt, and a batch of new commands
+// reads nothing once its aggregates are cached. From a recorder that is a store.SequencesReader (every backend of
 // this module) that is one read for the whole batch, whatever its size; from
 // another, a read per sequence, WriterConfig.ReadConcurrency at a time. An
 // uncached aggregate is replayed from its history, or, with snapshots, loaded
@@ -106,30 +115,6 @@
 // Events are stamped with their record's timestamp (wire.Record.Timestamp; the
 // writer's clock for records without one), after the handler ran.
 //
-// # Pipelining
-//
-// With WriterConfig.Pipeline, HandleBatch decides a batch while the
-// transaction of the one before runs, and returns once its own transaction
-// has started. The batch is decided as if the one before had committed: that
-// one's offsets count as applied, its results as stored (a command id it
-// answered is a duplicate), and the aggregates it changed are taken over in
-// the state it left them, so they are not read and not cached until the later
-// batch commits. Its transaction starts only after the one before committed,
-// so transactions, and the notification log, stay in record order.
-//
-// If a transaction fails, its batch is decided again from the store and
-// stored in the background (a few times, with back-off), and the batch
-// decided on top of it is decided again too; a batch still not stored is
-// applied by the next HandleBatch, Flush or Tracking call, which fails while
-// it cannot be. Every guarantee above holds for each batch, with one change:
-// a nil HandleBatch says the records will be stored, not that they are. Until
-// they are, they may be lost by a crash, and are then consumed again from the
-// tracking, like any batch not committed. Calls must not overlap.
-//
-// Pipelining pays where the store's transaction leaves the CPU idle (a remote
-// database, the commit's flush); on a machine whose cores the database and the
-// writer share, deciding and storing compete for them and it gains little.
-//
 // # Tracing
 //
 // A command record's traceparent header (W3C trace context, package wire)
@@ -147,16 +132,14 @@
 //
 // The consumer needs HandleBatch and Tracking; its tracking name must be the
 // writer's TrackingName (Writer.Tracking answers for it whatever name it is
-// given). With Pipeline, it calls HandleBatch from one goroutine, and Flush
-// when it stops (and now and then while idle). It must hand over records in
+// given). It must hand over records in
 // offset order within each partition, call HandleBatch again with the same
 // records after an error, and on an error wrapping store.ErrTrackingConflict
 // seek past the stored tracking.
 //
-// Whoever owns the writer calls Close once the consumer has stopped and
-// before the store is closed: it cancels a pipelined transaction still
-// running (after a Flush that timed out, say) and its background retries, and
-// waits for them, so that nothing touches the store afterwards.
+// Whoever owns the writer calls Close before the store is closed: it cancels
+// a call still in progress and waits for it, so that nothing touches the
+// store afterwards.
 //
 // # Not guaranteed
 //
@@ -175,6 +158,5 @@
 //     its command.
 //
 // The Registry and the Writer are safe for concurrent use once built.
-// HandleBatch may run concurrently for different partitions, except with
-// Pipeline, where calls are serialised.
+// HandleBatch may run concurrently for different partitions.
 package command

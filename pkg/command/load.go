@@ -13,14 +13,24 @@ import (
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
-// prefetch reads what deciding the batch needs: the last item of each
-// command's result sequence and of each dead letter's sequence (the lookups),
-// and each aggregate a command addresses, into b.working. A cached aggregate is
-// used as it is, without a read (see commit for why a stale one is safe); the
-// others are rebuilt from the store. With a store.SequencesReader all of it is
-// one read, and with snapshots one more read per uncached aggregate that
-// exists; without one, it is a read per sequence, ReadConcurrency at a time.
-func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool, prev *batch) (map[uuid.UUID]lookup, error) {
+// prefetch reads what deciding the batch needs: each aggregate a command
+// addresses, into b.working, and, with readResults, the last item of each
+// command's result sequence and of each dead letter's sequence (the
+// lookups). A cached aggregate is used as it is, without a read (see commit
+// for why a stale one is safe); the others are rebuilt from the store. With a
+// store.SequencesReader all of it is one read, and with snapshots one more
+// read per uncached aggregate that exists; without one, it is a read per
+// sequence, ReadConcurrency at a time.
+//
+// Without readResults every lookup is "none": each command is decided as
+// answered for the first time, and each dead letter as not stored. That
+// holds unless the record is a duplicate (a command id answered before,
+// under another offset, or a dead letter stored before its tracking was
+// lost), or its command id names another sequence: then its result or dead
+// letter takes position 0 of a sequence that has one, the append fails with
+// a conflict, and the batch is decided again with readResults (see
+// handleInputs). So a batch of new commands reads no result sequence.
+func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass map[uuid.UUID]bool, readResults bool) (map[uuid.UUID]lookup, error) {
 	var seqs []uuid.UUID
 	lookups := make(map[uuid.UUID]lookup, len(live))
 	var loads []*working
@@ -29,7 +39,7 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		if x.err != nil {
 			id = wire.DeadLetterID(x.rec.Topic, x.rec.Partition, x.rec.Offset)
 		}
-		if _, ok := lookups[id]; !ok {
+		if _, ok := lookups[id]; !ok && readResults {
 			lookups[id] = lookup{}
 			seqs = append(seqs, id)
 		}
@@ -49,13 +59,6 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		}
 		wk := &working{key: key, kind: k}
 		b.working[key] = wk
-		if pwk := prev.take(key); pwk != nil {
-			wk.reject = pwk.reject
-			if pwk.agg != nil {
-				wk.setAgg(pwk.agg)
-			}
-			continue
-		}
 		if bypass[key.id] || bypass[bypassAll] {
 			w.cache.drop(key)
 		} else if agg, ok := w.cache.take(key); ok {
@@ -74,6 +77,9 @@ func (w *Writer) prefetch(ctx context.Context, b *batch, live []*input, bypass m
 		if err != nil {
 			return nil, fmt.Errorf("prepare the data keys of %d entities: %w", len(ids), err)
 		}
+	}
+	if len(seqs) == 0 && len(loads) == 0 {
+		return lookups, nil
 	}
 	if w.seqs != nil {
 		return lookups, w.readBatch(ctx, seqs, loads, lookups)

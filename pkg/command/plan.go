@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -128,40 +127,15 @@ type deadNote struct {
 
 func (b *batch) empty() bool { return len(b.tracking) == 0 && len(b.items) == 0 }
 
-// take hands over the aggregate of k that b worked on, if any (b may be nil):
-// b no longer caches it once it commits.
-func (b *batch) take(k aggKey) *working {
-	if b == nil {
-		return nil
-	}
-	wk, ok := b.working[k]
-	if !ok || (wk.agg == nil && wk.reject == nil) {
-		return nil
-	}
-	delete(b.working, k)
-	return wk
-}
-
 // plan reads what the batch needs and decides every record's outcome. With
 // readTracking it reads the tracking of every partition rather than use the
-// one it remembers.
-//
-// With prev, a batch whose transaction has not committed yet, the batch is
-// planned as if prev had committed: prev's offsets count as applied, its
-// results as stored, and the aggregates prev worked on are taken over from it
-// in the state prev left them (prev then does not cache them). Such a plan
-// holds only if prev commits.
-func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking bool, prev *batch) (*batch, error) {
+// one it remembers; with readResults it reads the result sequences of its
+// commands and the sequences of its dead letters (see prefetch).
+func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool, readTracking, readResults bool) (*batch, error) {
 	b := &batch{
 		working:   make(map[aggKey]*working),
 		results:   make(map[uuid.UUID]*answered),
 		writtenBy: make(map[uuid.UUID]string),
-	}
-	if prev != nil {
-		for id, a := range prev.results {
-			b.results[id] = &answered{state: a.state, codec: a.codec, next: a.next}
-		}
-		maps.Copy(b.writtenBy, prev.writtenBy)
 	}
 	for i := range in {
 		if s := in[i].span; s != nil {
@@ -169,14 +143,14 @@ func (w *Writer) plan(ctx context.Context, in []input, bypass map[uuid.UUID]bool
 		}
 	}
 	t0 := time.Now()
-	live, err := w.skipApplied(ctx, b, in, readTracking, prev)
+	live, err := w.skipApplied(ctx, b, in, readTracking)
 	if err != nil || len(live) == 0 {
 		b.stats.Read = time.Since(t0)
 		return b, err
 	}
 	b.items = make([]store.SequencedItem, 0, 2*len(live))
 	defer b.releaseKeys()
-	lookups, err := w.prefetch(ctx, b, live, bypass, prev)
+	lookups, err := w.prefetch(ctx, b, live, bypass, readResults)
 	if err == nil {
 		err = w.prepareKeys(ctx, b)
 	}

@@ -80,27 +80,16 @@ func (m *model) apply(c wire.Command, attrs map[string]string) wire.Result {
 // the optional store.SequencesReader and store.TrackingsSetter.
 func TestRandomStreams(t *testing.T) {
 	for seed := range 40 {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed), false) })
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed)) })
 	}
 }
 
-// The same with WriterConfig.Pipeline: each writer's transaction runs while
-// its next batch is decided, and a failed one is applied again. The consumer
-// moves on after every nil HandleBatch, and seeks to the tracking after an
-// error, as kafka.Consumer does.
-func TestRandomStreamsPipelined(t *testing.T) {
-	for seed := range 40 {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) { randomStream(t, uint64(seed), true) })
-	}
-}
-
-func randomStream(t *testing.T, seed uint64, pipeline bool) {
+func randomStream(t *testing.T, seed uint64) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, seed*7919+1))
 	cfg := command.WriterConfig{
 		CacheSize:       []int{-1, 2, 100}[rng.IntN(3)],
 		ReadConcurrency: []int{1, 4}[rng.IntN(2)],
-		Pipeline:        pipeline,
 	}
 	e := newEnvReads(t, cfg, seed%2 == 1)
 	writers := []*command.Writer{e.w, e.writer(cfg)}
@@ -175,11 +164,6 @@ func randomStream(t *testing.T, seed uint64, pipeline bool) {
 	// Deliver it.
 	var fetch [2]int
 	done := func() bool {
-		for _, w := range writers {
-			if err := w.Flush(ctx); err != nil {
-				return false
-			}
-		}
 		for p := range streams {
 			if len(streams[p]) > 0 && e.tracking(int32(p)) != int64(len(streams[p])-1) {
 				return false
@@ -212,15 +196,11 @@ func randomStream(t *testing.T, seed uint64, pipeline bool) {
 		}
 		err := writers[rng.IntN(2)].HandleBatch(ctx, batch)
 		switch {
-		case err == nil && pipeline:
-			for _, r := range batch { // the consumer moves on
-				fetch[r.Partition] = max(fetch[r.Partition], int(r.Offset)+1)
-			}
 		case err == nil:
 			for p := range streams {
 				fetch[p] = int(e.tracking(int32(p))) + 1
 			}
-		case errors.Is(err, errTransient), pipeline && errors.Is(err, store.ErrTrackingConflict):
+		case errors.Is(err, errTransient):
 			e.rec.failCommit = nil
 			for p := range streams { // the consumer seeks back to the tracking
 				fetch[p] = int(e.tracking(int32(p))) + 1

@@ -25,8 +25,7 @@ type BatchStats struct {
 	// transaction (trackings, result look-ups, aggregates), and Decide the time
 	// spent decoding records and deciding their outcomes, over every attempt.
 	Read, Decide time.Duration
-	// Duration is the whole call; with WriterConfig.Pipeline, from the call
-	// until the batch's transaction committed.
+	// Duration is the whole call.
 	Duration time.Duration
 	Err      error // what HandleBatch returned
 }

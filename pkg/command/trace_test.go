@@ -72,66 +72,59 @@ func TestTraceParentPassesThrough(t *testing.T) {
 // and the batch's decide and commit spans sit under a batch span that the
 // command spans link to.
 func TestWriterSpans(t *testing.T) {
-	for _, pipeline := range []bool{false, true} {
-		t.Run(map[bool]string{false: "serial", true: "pipelined"}[pipeline], func(t *testing.T) {
-			exp := tracetest.NewInMemoryExporter()
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-			e := newEnv(t, command.WriterConfig{TracerProvider: tp, Pipeline: pipeline})
-			a, b := uuid.New(), uuid.New()
-			ca, cb := cmd("create", "example", a, `{"foo":"bar"}`), cmd("create", "example", b, `{"foo":"bar"}`)
-			e.handle(e.w, withTraceParent(e.record(0, ca), parentTP), e.record(0, cb))
-			if err := e.w.Flush(t.Context()); err != nil {
-				t.Fatal(err)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	e := newEnv(t, command.WriterConfig{TracerProvider: tp})
+	a, b := uuid.New(), uuid.New()
+	ca, cb := cmd("create", "example", a, `{"foo":"bar"}`), cmd("create", "example", b, `{"foo":"bar"}`)
+	e.handle(e.w, withTraceParent(e.record(0, ca), parentTP), e.record(0, cb))
+	spans := exp.GetSpans()
+	byName := map[string][]tracetest.SpanStub{}
+	for _, s := range spans {
+		byName[s.Name] = append(byName[s.Name], s)
+	}
+	if n := len(byName[tracing.SpanWriterBatch]); n != 1 {
+		t.Fatalf("%d batch spans, want 1: %v", n, names(spans))
+	}
+	batch := byName[tracing.SpanWriterBatch][0]
+	for _, name := range []string{tracing.SpanWriterDecide, tracing.SpanWriterCommit} {
+		if len(byName[name]) != 1 || byName[name][0].Parent.SpanID() != batch.SpanContext.SpanID() {
+			t.Fatalf("%s: want one, child of the batch span: %v", name, names(spans))
+		}
+	}
+	cmds := byName[tracing.SpanWriterCommand]
+	if len(cmds) != 2 {
+		t.Fatalf("%d command spans, want 2", len(cmds))
+	}
+	got := traceOf(e)
+	parent := tracing.SpanContext(parentTP)
+	for _, s := range cmds {
+		id := attr(s, tracing.KeyEntityID)
+		if s.SpanKind != trace.SpanKindConsumer || attr(s, tracing.KeyCommandStatus) != "accepted" || attr(s, tracing.KeyMessagingDestination) != commandsTopic {
+			t.Fatalf("command span %s: kind %v, attributes %v", id, s.SpanKind, s.Attributes)
+		}
+		if len(s.Links) != 1 || s.Links[0].SpanContext.SpanID() != batch.SpanContext.SpanID() {
+			t.Fatalf("command span %s does not link to the batch: %v", id, s.Links)
+		}
+		mine := tracing.TraceParent(s.SpanContext)
+		entity, command := a, ca.CommandID
+		if id == b.String() {
+			entity, command = b, cb.CommandID
+			// No traceparent came: a trace of its own.
+			if s.Parent.IsValid() || s.SpanContext.TraceID() == parent.TraceID() {
+				t.Fatalf("command without a traceparent: parent %v, trace %v", s.Parent, s.SpanContext.TraceID())
 			}
-			spans := exp.GetSpans()
-			byName := map[string][]tracetest.SpanStub{}
-			for _, s := range spans {
-				byName[s.Name] = append(byName[s.Name], s)
+		} else if s.Parent.SpanID() != parent.SpanID() || s.SpanContext.TraceID() != parent.TraceID() || !s.Parent.IsRemote() {
+			t.Fatalf("command span does not continue its record's trace: parent %v", s.Parent)
+		}
+		for _, seq := range []uuid.UUID{entity, command} {
+			if tps := got[seq]; len(tps) != 1 || tps[0] != mine {
+				t.Fatalf("items of %s carry %q, want the command span's %s", seq, tps, mine)
 			}
-			if n := len(byName[tracing.SpanWriterBatch]); n != 1 {
-				t.Fatalf("%d batch spans, want 1: %v", n, names(spans))
-			}
-			batch := byName[tracing.SpanWriterBatch][0]
-			for _, name := range []string{tracing.SpanWriterDecide, tracing.SpanWriterCommit} {
-				if len(byName[name]) != 1 || byName[name][0].Parent.SpanID() != batch.SpanContext.SpanID() {
-					t.Fatalf("%s: want one, child of the batch span: %v", name, names(spans))
-				}
-			}
-			cmds := byName[tracing.SpanWriterCommand]
-			if len(cmds) != 2 {
-				t.Fatalf("%d command spans, want 2", len(cmds))
-			}
-			got := traceOf(e)
-			parent := tracing.SpanContext(parentTP)
-			for _, s := range cmds {
-				id := attr(s, tracing.KeyEntityID)
-				if s.SpanKind != trace.SpanKindConsumer || attr(s, tracing.KeyCommandStatus) != "accepted" || attr(s, tracing.KeyMessagingDestination) != commandsTopic {
-					t.Fatalf("command span %s: kind %v, attributes %v", id, s.SpanKind, s.Attributes)
-				}
-				if len(s.Links) != 1 || s.Links[0].SpanContext.SpanID() != batch.SpanContext.SpanID() {
-					t.Fatalf("command span %s does not link to the batch: %v", id, s.Links)
-				}
-				mine := tracing.TraceParent(s.SpanContext)
-				entity, command := a, ca.CommandID
-				if id == b.String() {
-					entity, command = b, cb.CommandID
-					// No traceparent came: a trace of its own.
-					if s.Parent.IsValid() || s.SpanContext.TraceID() == parent.TraceID() {
-						t.Fatalf("command without a traceparent: parent %v, trace %v", s.Parent, s.SpanContext.TraceID())
-					}
-				} else if s.Parent.SpanID() != parent.SpanID() || s.SpanContext.TraceID() != parent.TraceID() || !s.Parent.IsRemote() {
-					t.Fatalf("command span does not continue its record's trace: parent %v", s.Parent)
-				}
-				for _, seq := range []uuid.UUID{entity, command} {
-					if tps := got[seq]; len(tps) != 1 || tps[0] != mine {
-						t.Fatalf("items of %s carry %q, want the command span's %s", seq, tps, mine)
-					}
-				}
-			}
-			if len(batch.Links) != 2 {
-				t.Fatalf("batch span links %d command spans, want 2", len(batch.Links))
-			}
-		})
+		}
+	}
+	if len(batch.Links) != 2 {
+		t.Fatalf("batch span links %d command spans, want 2", len(batch.Links))
 	}
 }
 

@@ -15,17 +15,18 @@ import (
 // when it is assigned the partition. It answers for the writer's TrackingName
 // whatever name is passed; the parameter gives Tracking the shape of
 // store.ProcessRecorder.Tracking, so a consumer can be handed either.
-//
-// With Pipeline, it first waits for the batch committing (see Flush).
 func (w *Writer) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
-	if err := w.Flush(ctx); err != nil {
+	ctx, done, err := w.begin(ctx)
+	if err != nil {
 		return -1, err
 	}
+	defer done()
 	pos, err := w.rec.Tracking(ctx, w.cfg.TrackingName, topic, partition)
-	if err == nil {
-		w.remember(partitionKey{topic, partition}, pos)
+	if err != nil {
+		return -1, w.closing(err)
 	}
-	return pos, err
+	w.remember(partitionKey{topic, partition}, pos)
+	return pos, nil
 }
 
 // remember notes that the stored tracking of k is at least pos.
@@ -55,14 +56,8 @@ func (w *Writer) remembered(k partitionKey) (int64, bool) {
 // usual case) then reads no tracking at all. If another writer applied records
 // since, the remembered tracking is behind, and the commit fails on the first
 // tracking it sets (see commit); handle then plans again with readTracking.
-func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTracking bool, prev *batch) ([]*input, error) {
+func (w *Writer) skipApplied(ctx context.Context, b *batch, in []input, readTracking bool) ([]*input, error) {
 	stored := make(map[partitionKey]int64)
-	if prev != nil {
-		for _, t := range prev.tracking { // in order: the last of a partition is its greatest
-			stored[partitionKey{t.Topic, t.Partition}] = t.Position
-			b.remembered = true
-		}
-	}
 	for i := range in {
 		k := partitionKey{in[i].rec.Topic, in[i].rec.Partition}
 		if _, ok := stored[k]; ok {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,20 +33,20 @@ type Writer struct {
 	log    *slog.Logger
 	stats  counters
 	tracer trace.Tracer // nil: no tracing
+	// readResults is set when a batch that had to read its results (see
+	// prefetch) failed: the next batch reads them from its first attempt.
+	readResults atomic.Bool
 
 	trackMu sync.Mutex
 	tracked map[partitionKey]int64 // stored tracking of partitions, as this writer last read or committed it
 
-	pipeMu  sync.Mutex // with Pipeline: one HandleBatch, Flush or Tracking at a time
-	pending *pending   // with Pipeline: the batch whose transaction runs or failed
-
-	// The writer's own goroutines (with Pipeline, the transaction of a batch
-	// and its retries) run under life, which Close cancels, and count in bg.
-	lifeMu sync.Mutex // guards closed and bg.Add, so nothing starts once Close waits
+	// Calls in progress (HandleBatch, Tracking) run under contexts that end
+	// with life, which Close cancels, and count in calls.
+	lifeMu sync.Mutex // guards closed and calls.Add, so nothing starts once Close waits
 	closed bool
 	life   context.Context
 	stop   context.CancelFunc
-	bg     sync.WaitGroup
+	calls  sync.WaitGroup
 }
 
 // ErrClosed reports a call to a closed Writer.
@@ -110,56 +111,45 @@ func NewWriter(rec store.ProcessRecorder, reg *Registry, mapper *events.Mapper, 
 // TrackingName returns the name under which the writer tracks consumed offsets.
 func (w *Writer) TrackingName() string { return w.cfg.TrackingName }
 
-// Close stops the writer. With WriterConfig.Pipeline, the transaction of a
-// batch still running, and its retries, are cancelled, and Close waits for
-// them and for a HandleBatch, Flush or Tracking call in progress, so that the
-// writer touches the store no more once Close returns and the store can be
-// closed. (Without Pipeline the writer runs nothing of its own: a call in
-// progress is its caller's, to end before closing the store.) Later calls
-// fail with ErrClosed. Call Flush first to store the last batch: a batch not
-// stored by then is dropped, and Close says so in its error; its records are
-// consumed again from the tracking, like any batch not committed. Close may
-// be called more than once.
+// Close stops the writer: a HandleBatch or Tracking call in progress is
+// cancelled (a transaction running is rolled back, and its records are
+// consumed again from the tracking, like any batch not committed), and Close
+// waits for it, so that the writer touches the store no more once Close
+// returns and the store can be closed. Later calls fail with ErrClosed.
+// Close may be called more than once.
 func (w *Writer) Close() error {
 	w.lifeMu.Lock()
 	w.closed = true
 	w.lifeMu.Unlock()
 	w.stop()
-	w.bg.Wait()
-	w.pipeMu.Lock() // a call in progress ends: nothing new starts
-	defer w.pipeMu.Unlock()
-	p := w.pending
-	w.pending = nil
-	if p != nil && p.err != nil {
-		return fmt.Errorf("command: closed with a batch of %d records not stored (it is consumed again from the tracking): %w", len(p.records), p.err)
-	}
+	w.calls.Wait()
 	return nil
 }
 
-// isClosed reports whether Close was called.
-func (w *Writer) isClosed() bool {
-	w.lifeMu.Lock()
-	defer w.lifeMu.Unlock()
-	return w.closed
-}
-
-// goBackground runs f on a goroutine of the writer's, calling cancel (that of
-// the context f runs under) if the writer closes meanwhile. It returns false,
-// running nothing, once the writer is closed.
-func (w *Writer) goBackground(cancel context.CancelFunc, f func()) bool {
+// begin registers a call: it returns ctx, ended also by Close, and done,
+// which the call defers. It fails with ErrClosed once Close was called.
+func (w *Writer) begin(ctx context.Context) (context.Context, func(), error) {
 	w.lifeMu.Lock()
 	defer w.lifeMu.Unlock()
 	if w.closed {
-		return false
+		return nil, nil, ErrClosed
 	}
-	w.bg.Add(1)
+	w.calls.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(w.life, cancel)
-	go func() {
-		defer w.bg.Done()
-		defer stop()
-		f()
-	}()
-	return true
+	return ctx, func() {
+		stop()
+		cancel()
+		w.calls.Done()
+	}, nil
+}
+
+// closing wraps err, of a call that Close cancelled, in ErrClosed.
+func (w *Writer) closing(err error) error {
+	if err != nil && w.life.Err() != nil && !errors.Is(err, ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
 }
 
 // Stats returns the writer's totals so far.
@@ -179,18 +169,24 @@ func (w *Writer) Stats() Stats { return w.stats.snapshot() }
 // meanwhile, the batch is tried again with fresh state. HandleBatch returns an
 // error only if nothing was stored: a store error (try the same batch again), an
 // error wrapping store.ErrTrackingConflict (another consumer applied these
-// offsets: seek to the stored tracking), or too many conflicts in a row.
-//
-// With WriterConfig.Pipeline, HandleBatch returns once the batch is decided
-// and its transaction started; see Pipeline for what changes.
+// offsets: seek to the stored tracking), or too many conflicts in a row, or
+// ErrClosed.
 func (w *Writer) HandleBatch(ctx context.Context, records []wire.Record) error {
-	if w.isClosed() {
-		return ErrClosed
+	ctx, done, err := w.begin(ctx)
+	if err != nil {
+		return err
 	}
-	if w.cfg.Pipeline {
-		return w.handlePipelined(ctx, records)
+	defer done()
+	start := time.Now()
+	st := BatchStats{Records: len(records)}
+	err = w.closing(w.handle(ctx, records, &st))
+	st.Duration = time.Since(start)
+	st.Err = err
+	w.stats.record(st)
+	if w.cfg.OnBatch != nil {
+		w.cfg.OnBatch(st)
 	}
-	return w.handleNow(ctx, records)
+	return err
 }
 
 func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchStats) error {
@@ -208,16 +204,24 @@ func (w *Writer) handle(ctx context.Context, records []wire.Record, st *BatchSta
 
 // handleInputs is handle after decoding the records (and starting their
 // spans).
-func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) error {
+func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, st *BatchStats) (err error) {
 	bypass := make(map[uuid.UUID]bool)
-	readTracking := false
+	readTracking, readResults := false, w.readResults.Swap(false)
+	defer func() {
+		if err != nil && readResults {
+			// The batch will be handed again: decide it with every result
+			// read from its first attempt, so that a duplicate does not
+			// cost it a failing attempt each time.
+			w.readResults.Store(true)
+		}
+	}()
 	conflicts := 0
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		dctx, span := tr.step(ctx, tracing.SpanWriterDecide, attempt+1)
-		b, err := w.plan(dctx, in, bypass, readTracking, nil)
+		b, err := w.plan(dctx, in, bypass, readTracking, readResults)
 		endStep(span, err)
 		if b != nil {
 			st.Read += b.stats.Read
@@ -254,14 +258,18 @@ func (w *Writer) handleInputs(ctx context.Context, in []input, tr *batchTrace, s
 				logKeyAttempt, attempt+1, logKeyError, err)
 			continue
 		}
-		if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict) && conflicts < w.cfg.MaxConflictRetries {
+		conflict := errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrTrackingConflict)
+		// The first conflict may be a duplicate's, found by the append: it is
+		// retried, reading every result, whatever the limit.
+		if conflict && (!readResults || conflicts < w.cfg.MaxConflictRetries) {
 			conflicts++
 			id := bypassAll
 			if ce := (*store.ConflictError)(nil); errors.As(err, &ce) {
 				id = ce.SequenceID
 			}
 			bypass[id] = true
-			w.log.InfoContext(ctx, "command: another writer appended to a sequence of the batch; trying the batch again",
+			readResults = true
+			w.log.InfoContext(ctx, "command: a sequence of the batch has the position taken (another writer appended to it, or a record is a duplicate); trying the batch again",
 				logKeySequence, id, logKeyAttempt, attempt+1, logKeyError, err)
 			continue
 		}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -212,6 +211,65 @@ func TestDuplicates(t *testing.T) {
 	got, _ := e.repo.Get(context.Background(), id)
 	if got.String("foo") != "baz" || len(e.results(update.CommandID)) != 4 {
 		t.Fatalf("duplicate with other data applied: foo=%s", got.String("foo"))
+	}
+}
+
+// A batch decides its commands as new without reading their results: a
+// duplicate of a stored result is found by the append, which conflicts on
+// the result's position 0, and the batch is decided again with every result
+// read. The duplicate changes nothing; the new commands beside it are applied
+// once.
+// A writer that never retries conflicts still makes that retry, so it
+// answers duplicates.
+func TestDuplicateFoundByAppend(t *testing.T) {
+	var st command.BatchStats
+	e := newEnv(t, command.WriterConfig{MaxConflictRetries: -1, OnBatch: func(b command.BatchStats) { st = b }})
+	id, other := uuid.New(), uuid.New()
+	create := cmd("create", "example", id, `{"foo": "bar"}`)
+	e.handle(e.w, e.record(0, create))
+	if st.Attempts != 1 {
+		t.Fatalf("new commands: %d attempts, want 1", st.Attempts)
+	}
+
+	fresh := cmd("create", "example", other, `{"foo": "qux"}`)
+	update := cmd("update", "example", id, `{"foo": "baz"}`)
+	e.handle(e.w, e.record(0, fresh), e.record(0, create), e.record(0, update))
+	if st.Attempts != 2 || st.Duplicates != 1 || st.Accepted != 2 {
+		t.Fatalf("batch with a duplicate: %+v, want 2 attempts, 1 duplicate, 2 accepted", st)
+	}
+	if n := e.eventCount(id); n != 2 {
+		t.Fatalf("%d events of the duplicated entity, want 2", n)
+	}
+	if items := e.results(create.CommandID); len(items) != 2 || !bytes.Equal(items[0].State, items[1].State) {
+		t.Fatalf("the duplicate has %d results, want 2 equal ones", len(items))
+	}
+	checkResult(t, e.result(fresh.CommandID), wire.StatusAccepted, 1, 0)
+	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
+	if n := e.eventCount(other); n != 1 {
+		t.Fatalf("%d events of the new entity, want 1", n)
+	}
+
+	// A batch whose attempt after finding a duplicate fails is handed again:
+	// it then reads every result from its first attempt, so that failures
+	// coming every other transaction cannot keep it from being stored.
+	third := cmd("create", "example", uuid.New(), `{}`)
+	recs := []wire.Record{e.record(0, third), e.record(0, update)}
+	e.rec.failCommit = append(e.rec.failCommit, nil, errTransient) // the first attempt conflicts anyway
+	if err := e.w.HandleBatch(context.Background(), recs); !errors.Is(err, errTransient) {
+		t.Fatalf("HandleBatch = %v, want the injected failure", err)
+	}
+	e.rec.failCommit = append(e.rec.failCommit, errTransient, nil)
+	if err := e.w.HandleBatch(context.Background(), recs); !errors.Is(err, errTransient) {
+		t.Fatalf("HandleBatch = %v, want the injected failure", err)
+	}
+	e.handle(e.w, recs...)
+	if st.Attempts != 1 || st.Duplicates != 1 || st.Accepted != 1 {
+		t.Fatalf("batch handed again: %+v, want 1 attempt, 1 duplicate, 1 accepted", st)
+	}
+	checkResult(t, e.result(third.CommandID), wire.StatusAccepted, 1, 0)
+	e.handle(e.w, e.record(0, cmd("create", "example", uuid.New(), `{}`)))
+	if st.Attempts != 1 {
+		t.Fatalf("next batch: %d attempts", st.Attempts)
 	}
 }
 
@@ -596,17 +654,17 @@ func TestFailingHandlerRollsBack(t *testing.T) {
 // Foreign is an event of another entity type.
 type Foreign struct{ events.Meta }
 
-// A batch costs one read however many commands and entities it has, and a
-// cached aggregate costs nothing; a writer over a recorder that reads one
-// sequence at a time reads each command id, and each uncached aggregate's last
-// item and history.
+// A batch of new commands reads no result, and its cached aggregates cost
+// nothing; uncached ones cost one read however many there are, or, from a
+// recorder that reads one sequence at a time, each one's last item and
+// history.
 func TestCacheReads(t *testing.T) {
 	for _, tc := range []struct {
 		perSequence      bool
 		cached, uncached int64 // reads of an update batch of n commands for n entities
 	}{
-		{false, 1, 1},
-		{true, 1, 3},
+		{false, 0, 1},
+		{true, 0, 2},
 	} {
 		t.Run(fmt.Sprintf("perSequence=%v", tc.perSequence), func(t *testing.T) {
 			for _, n := range []int64{1, 10} {
@@ -845,101 +903,4 @@ func TestConflictRetriesCapped(t *testing.T) {
 	// The next try, with no more interference, applies it after the others.
 	e.handle(w2, e.record(0, c))
 	checkResult(t, e.result(c.CommandID), wire.StatusAccepted, 5, 4)
-}
-
-// With Pipeline, a batch is decided while the transaction of the one before
-// runs, on the state that one leaves: an entity it created, a command id it
-// answered. Nothing is stored twice, and Flush and Tracking wait for the
-// last transaction.
-func TestPipeline(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{Pipeline: true})
-	id, other := uuid.New(), uuid.New()
-	create := cmd("create", "example", id, `{"foo": "bar"}`)
-	release := make(chan struct{})
-	e.rec.beforeTx = append(e.rec.beforeTx, func() { <-release })
-	e.handle(e.w, e.record(0, create), e.record(1, cmd("create", "example", other, `{"a": 1}`)))
-	if n := e.eventCount(id); n != 0 {
-		t.Fatalf("%d events stored while the transaction waits", n)
-	}
-
-	// The next batch reads the store while the first transaction waits, and
-	// only then lets it go on.
-	reads := e.rec.selects.Load()
-	go func() {
-		for e.rec.selects.Load() == reads {
-			time.Sleep(time.Millisecond)
-		}
-		close(release)
-	}()
-	update := cmd("update", "example", id, `{"foo": "baz"}`)
-	again := cmd("create", "example", id, `{"foo": "qux"}`)
-	e.handle(e.w, e.record(0, update), e.record(0, create), e.record(0, again))
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-
-	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
-	checkResult(t, e.result(again.CommandID), wire.StatusRejected, 2)
-	if items := e.results(create.CommandID); len(items) != 2 || !bytes.Equal(items[0].State, items[1].State) {
-		t.Fatalf("the duplicate create has %d results, want 2 equal ones", len(items))
-	}
-	if n := e.eventCount(id); n != 2 {
-		t.Fatalf("%d events, want 2", n)
-	}
-	if p0, p1 := e.tracking(0), e.tracking(1); p0 != 3 || p1 != 0 {
-		t.Fatalf("tracking %d, %d; want 3, 0", p0, p1)
-	}
-	if s := e.w.Stats(); s.Batches != 2 || s.Accepted != 3 || s.Duplicates != 1 || s.Rejected != 1 {
-		t.Fatalf("stats %+v", s)
-	}
-}
-
-// With Pipeline, a batch whose transaction fails is applied again in the
-// background, and the next batch, decided on top of it, is decided again from
-// the store. If the batch still fails, the next HandleBatch call applies it
-// before its own records, fails if that fails, and the batch stays pending
-// until a later call or Flush stores it.
-func TestPipelineFailedTransaction(t *testing.T) {
-	e := newEnv(t, command.WriterConfig{Pipeline: true})
-	id := uuid.New()
-	create := cmd("create", "example", id, `{"foo": "bar"}`)
-	update := cmd("update", "example", id, `{"foo": "baz"}`)
-
-	e.rec.failCommit = append(e.rec.failCommit, errTransient)
-	e.handle(e.w, e.record(0, create))
-	e.handle(e.w, e.record(0, update))
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, e.result(create.CommandID), wire.StatusAccepted, 1, 0)
-	checkResult(t, e.result(update.CommandID), wire.StatusAccepted, 2, 1)
-
-	// The pending batch's transaction, its applications in the background
-	// (5) and the next call's application fail.
-	discard := cmd("discard", "example", id, "")
-	for range 7 {
-		e.rec.failCommit = append(e.rec.failCommit, errTransient)
-	}
-	e.handle(e.w, e.record(0, discard))
-	late := e.record(0, cmd("update", "example", id, `{"foo": "late"}`))
-	if err := e.w.HandleBatch(context.Background(), []wire.Record{late}); !errors.Is(err, errTransient) {
-		t.Fatalf("HandleBatch: %v, want the pending batch's failure", err)
-	}
-	if n := e.eventCount(id); n != 2 {
-		t.Fatalf("%d events after the failures, want 2", n)
-	}
-	e.handle(e.w, late) // the consumer calls again with the same records
-	if err := e.w.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, e.result(discard.CommandID), wire.StatusAccepted, 3, 2)
-	if n := e.eventCount(id); n != 3 {
-		t.Fatalf("%d events, want 3", n)
-	}
-	if p := e.tracking(0); p != 3 {
-		t.Fatalf("tracking %d, want 3", p)
-	}
-	if s := e.w.Stats(); s.Retries < 7 || s.Failures != 1 {
-		t.Fatalf("stats %+v", s)
-	}
 }

@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/eventlog/eventlog/internal/pgtest"
 	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/memory"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
+	"github.com/eventlog/eventlog/pkg/store/sqlite"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -209,6 +212,85 @@ func BenchmarkRelayPostgres(b *testing.B) {
 	b.ReportMetric(alo, "at-least-once-events/s")
 	b.ReportMetric(tx, "transactional-events/s")
 	b.ReportMetric(tx/alo, "ratio")
+}
+
+// BenchmarkRelayStores measures the relay from each store backend to an
+// in-process kfake broker, in transactions (the services' default): b.N
+// events of 1,000 entities, ~100-byte JSON states, stored beforehand in the
+// memory recorder and in the backend's; then the memory relay and the
+// backend's publish the whole log twice each, alternating (each run with a
+// checkpoint and a broker of its own), and the best run of each counts. The
+// clock runs from Run until the relay reports every event committed. It
+// reports the backend's events/s, the memory recorder's in the same run, and
+// their ratio. The PostgreSQL case needs EVENTLOG_TEST_POSTGRES_DSN (it
+// skips without, and fails with EVENTLOG_REQUIRE_POSTGRES=1); SQLite is a
+// file in a temporary directory (WAL, synchronous NORMAL).
+//
+//	go test -run '^$' -bench RelayStores -benchtime 200000x ./pkg/kafka/
+func BenchmarkRelayStores(b *testing.B) {
+	ctx := context.Background()
+	b.Run("store=sqlite", func(b *testing.B) {
+		rec, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "relay.db"), sqlite.Options{Synchronous: sqlite.SyncNormal})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { rec.Close() })
+		benchmarkRelayStore(b, rec)
+	})
+	b.Run("store=postgres", func(b *testing.B) {
+		rec, err := postgres.New(ctx, pgtest.Pool(b), postgres.Options{Schema: pgtest.Schema(b), Migrate: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { rec.Close() })
+		benchmarkRelayStore(b, rec)
+	})
+}
+
+// relayStore is a store the relay reads that a benchmark fills.
+type relayStore interface {
+	kafka.RelaySource
+	InsertEvents(context.Context, []store.SequencedItem) ([]int64, error)
+	MaxNotificationID(context.Context) (int64, error)
+}
+
+func benchmarkRelayStore(b *testing.B, rec relayStore) {
+	ctx := context.Background()
+	mem := memory.New()
+	items := exampleItems("example", 1000, b.N)
+	for _, r := range []relayStore{mem, rec} {
+		for i := 0; i < len(items); i += 1000 {
+			if _, err := r.InsertEvents(ctx, items[i:min(i+1000, len(items))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	run := func(r relayStore, name string) float64 {
+		last, err := r.MaxNotificationID(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c := newCluster(b, 6, "example")
+		relay := newRelay(b, newRelayClient(b, c), r, txConfig(b, c, kafka.RelayConfig{Name: name}))
+		start := time.Now()
+		stop := runRelay(b, relay)
+		for relay.Stats().LastPublishedID < last {
+			time.Sleep(time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		stop()
+		return float64(b.N) / elapsed.Seconds()
+	}
+	b.ResetTimer()
+	var memRate, rate float64
+	for round := range 2 {
+		memRate = max(memRate, run(mem, fmt.Sprintf("mem%d", round)))
+		rate = max(rate, run(rec, fmt.Sprintf("store%d", round)))
+	}
+	b.StopTimer()
+	b.ReportMetric(rate, "events/s")
+	b.ReportMetric(memRate, "memory-events/s")
+	b.ReportMetric(rate/memRate, "ratio")
 }
 
 // BenchmarkRelayTracing is BenchmarkRelay, uncompressed, with tracing off,

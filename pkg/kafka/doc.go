@@ -69,6 +69,8 @@
 // keyed by the relay's transactional id, whose value is the batch's last
 // notification id. Records and checkpoint commit or abort together, as Kafka
 // Connect's exactly-once source connectors do with their offsets (KIP-618).
+// Within a batch, the next page is read while the last one is routed and
+// produced.
 //
 //   - Exactly once for read_committed consumers. A relay killed at any
 //     instant leaves at most one transaction open; the next relay of the
@@ -154,7 +156,8 @@
 //   - Transactions cost a commit per batch: a caught-up relay commits one
 //     transaction per read of the log, which adds the EndTxn round trip to
 //     the latency of each event; a busy one commits every MaxInFlightPages
-//     pages. See BenchmarkRelayPostgres for the throughput of both modes.
+//     pages. See BenchmarkRelayPostgres for the throughput of both modes, and
+//     BenchmarkRelayStores for each store beside the memory recorder.
 //
 // # At least once
 //

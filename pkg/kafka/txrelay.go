@@ -243,6 +243,23 @@ func (l *txLeader) prepare() error {
 	return nil
 }
 
+// pageRead is a page of the notification log read ahead.
+type pageRead struct {
+	ns  []store.Notification
+	err error
+}
+
+// readAhead reads the page after the notification id after on a goroutine
+// of its own, and sends it on the channel it returns.
+func (r *Relay) readAhead(ctx context.Context, after int64) chan pageRead {
+	c := make(chan pageRead, 1)
+	go func() {
+		ns, err := r.src.SelectNotifications(ctx, after, r.cfg.PageSize)
+		c <- pageRead{ns, err}
+	}()
+	return c
+}
+
 // transaction publishes, in one transaction, the pages of the log after the
 // checkpoint (MaxInFlightPages at most) and the checkpoint record, and
 // commits. It reports whether the last page read was short (the relay is
@@ -275,8 +292,27 @@ func (l *txLeader) transaction() (caughtUp bool, err error) {
 		read, records int
 		skipped, bad  int64
 	)
+	// While a full page is routed and produced, the next one is read (one
+	// read ahead, on a goroutine that ends before transaction returns): a
+	// store on a server works while the relay does.
+	var ahead chan pageRead
+	defer func() {
+		if ahead != nil {
+			<-ahead
+		}
+	}()
 	for len(pages) < r.cfg.MaxInFlightPages && l.held.Err() == nil && !l.failed.Load() {
-		ns, err := r.src.SelectNotifications(l.held, last, r.cfg.PageSize)
+		var ns []store.Notification
+		var err error
+		if ahead != nil {
+			got := <-ahead
+			ahead, ns, err = nil, got.ns, got.err
+		} else {
+			ns, err = r.src.SelectNotifications(l.held, last, r.cfg.PageSize)
+		}
+		if err == nil && len(ns) == r.cfg.PageSize && len(pages)+1 < r.cfg.MaxInFlightPages {
+			ahead = r.readAhead(l.held, ns[len(ns)-1].ID)
+		}
 		if err == nil && len(ns) > 0 {
 			var recs []*kgo.Record
 			var sk, bd int64

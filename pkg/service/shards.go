@@ -23,7 +23,6 @@ import (
 type commandWriter interface {
 	HandleBatch(ctx context.Context, records []wire.Record) error
 	Tracking(ctx context.Context, name, topic string, partition int32) (int64, error)
-	Flush(ctx context.Context) error
 	Close() error
 	Stats() command.Stats
 	TrackingName() string
@@ -215,15 +214,6 @@ func (s *shardedWriter) checkLayout(ctx context.Context) {
 // Tracking reads the tracking of partition on the shard that owns it.
 func (s *shardedWriter) Tracking(ctx context.Context, name, topic string, partition int32) (int64, error) {
 	return s.ws[s.router.ShardOfPartition(partition)].Tracking(ctx, name, topic, partition)
-}
-
-// Flush flushes every shard's writer.
-func (s *shardedWriter) Flush(ctx context.Context) error {
-	errs := make([]error, len(s.ws))
-	for i, w := range s.ws {
-		errs[i] = w.Flush(ctx)
-	}
-	return errors.Join(errs...)
 }
 
 // Close closes every shard's writer.

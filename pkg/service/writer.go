@@ -5,7 +5,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -124,9 +123,6 @@ type WriterConfig struct {
 	// timeout (45s): how long the group waits for a silent writer before it
 	// hands the writer's partitions to another.
 	SessionTimeout time.Duration
-	// Pipeline decides each batch of commands while the transaction of the
-	// one before commits (command.WriterConfig.Pipeline).
-	Pipeline bool
 	// OnBatch, if set, is called after every batch of commands the writer
 	// handles, with its statistics (see command.WriterConfig.OnBatch). It must
 	// not block.
@@ -192,9 +188,6 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		writers[i], err = command.NewWriter(b.Recorder, reg, mapper, command.WriterConfig{
 			CacheSize: cfg.CacheSize, Snapshots: b.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
 			MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
-			// The consumer calls HandleBatch from one goroutine, and Run
-			// flushes after it.
-			Pipeline:       cfg.Pipeline,
 			TracerProvider: cfg.TracerProvider,
 		})
 		if err != nil {
@@ -297,39 +290,13 @@ func (w *Writer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		err := w.consumer.Run(ctx)
-		// The last batch's transaction may still run: wait for it, so that a
-		// clean stop leaves nothing to consume again.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FlushTimeout)
-		defer cancel()
-		ferr := w.writer.Flush(fctx)
-		// Close stops what a timed-out Flush left running (a transaction,
-		// its retries) before the store is closed.
-		if cerr := w.writer.Close(); ferr == nil {
-			ferr = cerr
-		}
-		if ferr != nil {
-			w.cfg.Log.Warn("writer: the last batch of commands is not stored; it will be consumed again", "error", ferr)
+		// The consumer has finished its last batch: nothing touches the
+		// store once Close returns.
+		if cerr := w.writer.Close(); cerr != nil {
+			w.cfg.Log.Warn("writer: closing the command writer", "error", cerr)
 		}
 		return err
 	})
-	if w.cfg.Pipeline {
-		g.Go(func() error {
-			// A batch whose transaction failed is retried by the next batch;
-			// while no records come, it is retried here.
-			t := time.NewTicker(FlushInterval)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					if err := w.writer.Flush(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, command.ErrClosed) {
-						w.cfg.Log.Warn("writer: a batch of commands is not stored yet; retrying", "error", err)
-					}
-				}
-			}
-		})
-	}
 	for _, relay := range w.relays {
 		g.Go(func() error { return relay.Run(ctx) })
 	}
@@ -390,14 +357,6 @@ func heartbeat(session time.Duration) time.Duration {
 	}
 	return 0
 }
-
-// FlushTimeout bounds how long a stopping writer waits for its last batch,
-// and FlushInterval is how often an idle writer retries a batch whose
-// transaction failed.
-const (
-	FlushTimeout  = 30 * time.Second
-	FlushInterval = time.Second
-)
 
 // StartTimeout bounds how long a service waits for Kafka at start.
 const StartTimeout = 20 * time.Second

@@ -111,13 +111,12 @@ func runWriter(t *testing.T, b service.Backend, k []kgo.Opt, tune ...func(*servi
 }
 
 // The stand-alone example, end to end through Kafka: create, update, get, time
-// travel, discard, and the entity is gone; also with each batch decided while
-// the one before commits, and a session timeout below franz-go's heartbeat
-// default.
+// travel, discard, and the entity is gone; also with a session timeout below
+// franz-go's heartbeat default.
 func TestSeedScenarioThroughKafka(t *testing.T) {
-	t.Run("serial", func(t *testing.T) { seedScenario(t) })
-	t.Run("pipelined", func(t *testing.T) {
-		seedScenario(t, func(c *service.WriterConfig) { c.Pipeline, c.SessionTimeout = true, 6*time.Second })
+	t.Run("default", func(t *testing.T) { seedScenario(t) })
+	t.Run("short-session", func(t *testing.T) {
+		seedScenario(t, func(c *service.WriterConfig) { c.SessionTimeout = 6 * time.Second })
 	})
 }
 

@@ -74,8 +74,8 @@
 //     context in the store and on the records is not lost.
 //   - With tracing on, a command that came without a traceparent gets a new
 //     trace each time it is decided: a batch applied again after a crash or
-//     a failed pipelined transaction stores another trace context than the
-//     first attempt made (the items are otherwise the same).
+//     a failed transaction stores another trace context than the first
+//     attempt made (the items are otherwise the same).
 //   - Only traceparent is carried, not tracestate or baggage.
 //   - Parked events keep no trace context: a retry's apply is not traced,
 //     and neither is a rebuild (whose emitted commands still carry the

@@ -1,8 +1,14 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +117,88 @@ func appendByCopy(ctx context.Context, rec *postgres.Recorder, events pgx.Identi
 		}))
 		return err
 	})
+}
+
+// BenchmarkTxAppend measures the writer's transaction shape: one InTx that
+// appends, in one InsertEvents call, the next event of each of 1,000
+// entities and the first item of 1,000 new sequences (their commands'
+// results), ~100-byte states. It reports items/s.
+//
+//	go test -run '^$' -bench TxAppend -benchtime 50x ./pkg/store/postgres
+func BenchmarkTxAppend(b *testing.B) {
+	const entities = 1000
+	rec := newRecorder(b)
+	ctx := b.Context()
+	ids := make([]uuid.UUID, entities)
+	state := []byte(`{"command_id":"00000000-0000-0000-0000-000000000000","status":"accepted","version":1,"positions":[0]}`)
+	items := make([]store.SequencedItem, 0, 2*entities)
+	for i := range ids {
+		ids[i] = uuid.New()
+		items = append(items, store.SequencedItem{SequenceID: ids[i], Position: 0, Topic: "example.Created", State: state, Codec: "json"})
+	}
+	if _, err := rec.InsertEvents(ctx, items); err != nil {
+		b.Fatal(err)
+	}
+	pids := backendPIDs(b, rec)
+	cpu := serverCPU(pids)
+	b.ResetTimer()
+	for n := range b.N {
+		items = items[:0]
+		for _, id := range ids {
+			items = append(items,
+				store.SequencedItem{SequenceID: id, Position: int64(n + 1), Topic: "example.AttributeChanged", State: state, Codec: "json"},
+				store.SequencedItem{SequenceID: uuid.New(), Position: 0, Topic: "eventlog.Result", State: state, Codec: "json"})
+		}
+		err := rec.InTx(ctx, func(tx store.Tx) error {
+			_, err := tx.InsertEvents(ctx, items)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*2*entities)/b.Elapsed().Seconds(), "items/s")
+	if !slices.Equal(backendPIDs(b, rec), pids) {
+		return // another connection served some: its time is unknown
+	}
+	if cpu := serverCPU(pids) - cpu; cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "server-cpu-ms/op")
+	}
+}
+
+// backendPIDs returns the server process ids of rec's idle connections.
+func backendPIDs(b *testing.B, rec *postgres.Recorder) []uint32 {
+	conns := rec.Pool().AcquireAllIdle(b.Context())
+	pids := make([]uint32, len(conns))
+	for i, c := range conns {
+		pids[i] = c.Conn().PgConn().PID()
+		c.Release()
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// serverCPU returns the CPU time the server processes pids have used (from
+// /proc, so only where the server runs on this machine; 0 elsewhere): it
+// tells a change of the server's work apart from the machine's load, which
+// moves wall-clock figures much more.
+func serverCPU(pids []uint32) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || !bytes.Contains(raw, []byte("(postgres)")) {
+			return 0 // the server runs elsewhere (a local pid would be another process)
+		}
+		// Fields after the command name (which may hold spaces): utime and
+		// stime are the 12th and 13th, in clock ticks (100 a second).
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+		if len(f) < 13 {
+			return 0
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return total
 }

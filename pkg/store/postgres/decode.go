@@ -15,6 +15,7 @@ import (
 type rowDecoder struct {
 	fast         bool
 	topic, codec string
+	buf          []byte // the rest of the chunk that bytes copies into
 }
 
 const binaryFormat = pgx.BinaryFormatCode
@@ -46,8 +47,26 @@ func str(raw []byte, prev *string) string {
 	return *prev
 }
 
-func clone(raw []byte) []byte {
-	out := make([]byte, len(raw))
-	copy(out, raw)
-	return out
+// chunkSize is the size of the chunks that rowDecoder.bytes copies values
+// into: one allocation for a few hundred ~100-byte states rather than one
+// each.
+const chunkSize = 32 << 10
+
+// bytes returns a copy of raw (which pgx reuses for the next row), in a
+// chunk it shares with the values copied before it, capped so that an
+// append to it cannot write over the next one. A value larger than a
+// quarter chunk gets an allocation of its own.
+func (d *rowDecoder) bytes(raw []byte) []byte {
+	if len(raw) == 0 {
+		return []byte{}
+	}
+	if len(raw) > chunkSize/4 {
+		return append(make([]byte, 0, len(raw)), raw...)
+	}
+	if cap(d.buf)-len(d.buf) < len(raw) {
+		d.buf = make([]byte, 0, chunkSize)
+	}
+	start := len(d.buf)
+	d.buf = append(d.buf, raw...)
+	return d.buf[start:len(d.buf):len(d.buf)]
 }

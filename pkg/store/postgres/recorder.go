@@ -210,12 +210,14 @@ LEFT JOIN LATERAL (
 	ORDER BY i.sequence_id, i.position LIMIT 1
 ) m ON true`
 	return queries{
-		// Alone, an append is one statement and so one transaction: a taken
-		// position fails it whole (SQLSTATE 23505).
+		// A taken position fails the statement whole (SQLSTATE 23505):
+		// alone, its own transaction; in a Tx, its savepoint (see
+		// tx.InsertEvents).
 		insert: r.Replace(strings.Replace(insert, "ONCONFLICT", "", 1)),
-		// In a Tx an error would abort the whole transaction, so a taken
-		// position is skipped, reported in m, and the call's other rows are
-		// deleted: the call writes nothing and the Tx stays usable.
+		// In a Tx past its savepoints, an error would abort the whole
+		// transaction, so a taken position is skipped, reported in m, and
+		// the call's other rows are deleted: the call writes nothing and the
+		// Tx stays usable.
 		insertTx:    r.Replace(strings.Replace(insert, "ONCONFLICT", "ON CONFLICT (sequence_id, position) DO NOTHING", 1)),
 		deleteRange: r.Replace(`DELETE FROM EVENTS WHERE notification_id BETWEEN $1 AND $2`),
 		findTaken: r.Replace(`SELECT i.sequence_id, i.position
@@ -399,9 +401,18 @@ type insertResult struct {
 
 func (r *Recorder) execInsert(ctx context.Context, q querier, sql string, b *batch) (insertResult, error) {
 	var res insertResult
-	err := q.QueryRow(ctx, sql, b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, r.n.channel, len(b.ords), b.traces).
-		Scan(&res.base, &res.inserted, &res.bad.id, &res.bad.pos, &res.missing.id, &res.missing.pos, nil)
+	err := res.scan(q.QueryRow(ctx, sql, b.args(r.n.channel)...))
 	return res, err
+}
+
+// args are the arguments of the insert statements.
+func (b *batch) args(channel string) []any {
+	return []any{b.ids, b.pos, b.topics, b.states, b.codecs, b.ords, channel, len(b.ords), b.traces}
+}
+
+// scan reads the row of an insert statement.
+func (res *insertResult) scan(row pgx.Row) error {
+	return row.Scan(&res.base, &res.inserted, &res.bad.id, &res.bad.pos, &res.missing.id, &res.missing.pos, nil)
 }
 
 func (res *insertResult) logOrderError() error {
@@ -439,10 +450,27 @@ func (r *Recorder) InsertEvents(ctx context.Context, items []store.SequencedItem
 
 // insertError translates the error of a stand-alone insert statement.
 func (r *Recorder) insertError(ctx context.Context, err error, b *batch) error {
-	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || pe.Code != "23505" || pe.ConstraintName != r.n.prefix+"events_pkey" {
+	pe, taken := r.taken(err)
+	if !taken {
 		return fmt.Errorf("postgres: insert events: %w", err)
 	}
+	return r.conflict(ctx, r.pool, pe, b)
+}
+
+// taken reports whether err is the unique violation of a taken (sequence,
+// position).
+func (r *Recorder) taken(err error) (*pgconn.PgError, bool) {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" || pe.ConstraintName != r.n.prefix+"events_pkey" {
+		return nil, false
+	}
+	return pe, true
+}
+
+// conflict returns the *store.ConflictError of pe, a taken position of b:
+// from pe's detail, or else by asking q (whose transaction, if any, must be
+// usable) which item of b is taken.
+func (r *Recorder) conflict(ctx context.Context, q querier, pe *pgconn.PgError, b *batch) error {
 	if ce := parseKeyDetail(pe.Detail); ce != nil {
 		return ce
 	}
@@ -450,7 +478,7 @@ func (r *Recorder) insertError(ctx context.Context, err error, b *batch) error {
 	// the table) or unreadable: ask which item is taken.
 	var ce store.ConflictError
 	var id pgtype.UUID
-	qerr := r.pool.QueryRow(ctx, r.q.findTaken, b.ids, b.pos).Scan(&id, &ce.Position)
+	qerr := q.QueryRow(ctx, r.q.findTaken, b.ids, b.pos).Scan(&id, &ce.Position)
 	if qerr != nil {
 		// Cannot name it better: the first item of the batch stands in.
 		return &store.ConflictError{SequenceID: b.ids[0].Bytes, Position: b.pos[0]}
@@ -527,7 +555,7 @@ func (r *Recorder) selectEvents(ctx context.Context, qr querier, sequenceID uuid
 			raw := rows.RawValues()
 			it.Position, ok = int8At(raw[0])
 			if ok && raw[1] != nil && raw[2] != nil && raw[3] != nil {
-				it.Topic, it.State, it.Codec = str(raw[1], &d.topic), clone(raw[2]), str(raw[3], &d.codec)
+				it.Topic, it.State, it.Codec = str(raw[1], &d.topic), d.bytes(raw[2]), str(raw[3], &d.codec)
 			} else {
 				ok = false
 			}
@@ -573,7 +601,7 @@ func (r *Recorder) selectSequences(ctx context.Context, qr querier, queries map[
 			it.Position, ok = int8At(raw[1])
 			if ok && len(raw[0]) == 16 && raw[2] != nil && raw[3] != nil && raw[4] != nil {
 				it.SequenceID = [16]byte(raw[0])
-				it.Topic, it.State, it.Codec = str(raw[2], &d.topic), clone(raw[3]), str(raw[4], &d.codec)
+				it.Topic, it.State, it.Codec = str(raw[2], &d.topic), d.bytes(raw[3]), str(raw[4], &d.codec)
 			} else {
 				ok = false
 			}
@@ -649,7 +677,7 @@ func (r *Recorder) SelectNotifications(ctx context.Context, after int64, limit i
 			n.Position, okPos = int8At(raw[2])
 			if okID && okPos && len(raw[1]) == 16 && raw[3] != nil && raw[4] != nil && raw[5] != nil && raw[6] != nil {
 				n.SequenceID = [16]byte(raw[1])
-				n.Topic, n.State, n.Codec = str(raw[3], &d.topic), clone(raw[4]), str(raw[5], &d.codec)
+				n.Topic, n.State, n.Codec = str(raw[3], &d.topic), d.bytes(raw[4]), str(raw[5], &d.codec)
 				if len(raw[6]) > 0 {
 					n.TraceParent = string(raw[6])
 				}

@@ -17,6 +17,8 @@ type tx struct {
 	// next is the ordinal of the next item this transaction inserts; an item's
 	// notification id is (xid << 20) + its ordinal.
 	next int64
+	// savepoints counts the InsertEvents calls that ran under a savepoint.
+	savepoints int
 	// failed, once set, makes InTx roll back and return it whatever fn returns:
 	// a tracking conflict, or an error that left the transaction unusable.
 	failed error
@@ -77,6 +79,15 @@ func (r *Recorder) InTx(ctx context.Context, fn func(store.Tx) error) (err error
 // the call with a *store.ConflictError and writes none of its items, but the
 // transaction stays usable (one conflicting command of a group commit does not
 // fail the others).
+//
+// The first maxSavepoints calls of a transaction (the writer's one call per
+// batch, say) run a plain INSERT under a savepoint, sent with the savepoint
+// and its release in one round trip: the server inserts each row once,
+// where ON CONFLICT DO NOTHING inserts it speculatively. A unique violation
+// rolls back to the savepoint, which undoes the call alone. Later calls use
+// ON CONFLICT DO NOTHING and delete what they inserted if a position was
+// taken, so that no transaction holds more than maxSavepoints
+// subtransactions (past 64, every snapshot on the server gets slower).
 func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
 	if t.failed != nil {
 		return nil, t.failed
@@ -90,6 +101,49 @@ func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]i
 	if t.next+int64(len(items)) > store.MaxItemsPerAppend {
 		return nil, fmt.Errorf("%w: a transaction appends at most %d items", store.ErrInvalidItem, store.MaxItemsPerAppend)
 	}
+	if t.savepoints >= maxSavepoints {
+		return t.insertOnConflict(ctx, items)
+	}
+	t.savepoints++
+	b := newBatch(items, t.next)
+	q := &pgx.Batch{}
+	q.Queue(savepoint)
+	q.Queue(t.r.q.insert, b.args(t.r.n.channel)...)
+	q.Queue(releaseSavepoint)
+	br := t.tx.SendBatch(ctx, q)
+	_, err := br.Exec()
+	var res insertResult
+	if err == nil {
+		err = res.scan(br.QueryRow())
+		if err == nil {
+			_, err = br.Exec()
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		pe, taken := t.r.taken(err)
+		if !taken {
+			return nil, t.fail(fmt.Errorf("postgres: insert events: %w", err))
+		}
+		if _, err := t.tx.Exec(ctx, rollbackToSavepoint); err != nil {
+			return nil, t.fail(fmt.Errorf("postgres: undo a conflicting insert: %w", err))
+		}
+		return nil, t.r.conflict(ctx, t.tx, pe, b)
+	}
+	if err := res.logOrderError(); err != nil {
+		return nil, err // nothing was inserted; the transaction is fine
+	}
+	if res.inserted != int64(len(items)) {
+		return nil, t.fail(fmt.Errorf("postgres: insert events: %d of %d rows inserted", res.inserted, len(items)))
+	}
+	t.next += int64(len(items))
+	return b.notificationIDs(res.base), nil
+}
+
+// insertOnConflict is InsertEvents without a savepoint.
+func (t *tx) insertOnConflict(ctx context.Context, items []store.SequencedItem) ([]int64, error) {
 	b := newBatch(items, t.next)
 	first := t.next
 	t.next += int64(len(items))
@@ -112,6 +166,17 @@ func (t *tx) InsertEvents(ctx context.Context, items []store.SequencedItem) ([]i
 	}
 	return nil, &store.ConflictError{SequenceID: res.missing.id.Bytes, Position: *res.missing.pos}
 }
+
+// maxSavepoints bounds the InsertEvents calls of a transaction that run
+// under a savepoint, below the server's 64 cached subtransactions.
+const maxSavepoints = 16
+
+// The savepoint of an InsertEvents call in a transaction.
+const (
+	savepoint           = "SAVEPOINT eventlog_insert"
+	releaseSavepoint    = "RELEASE SAVEPOINT eventlog_insert"
+	rollbackToSavepoint = "ROLLBACK TO SAVEPOINT eventlog_insert"
+)
 
 func (t *tx) fail(err error) error {
 	if t.failed == nil {
