@@ -78,17 +78,18 @@ func Writer(r prometheus.Registerer, w func() command.Stats) func(command.BatchS
 	}
 }
 
-// Relay registers the relay's metrics.
-func Relay(r prometheus.Registerer, stats func() kafka.RelayStats) {
-	counter(r, "eventlog_relay_published_total", "Records the broker acknowledged.", nil, func() float64 { return float64(stats().Published) })
-	counter(r, "eventlog_relay_failures_total", "Failed reads, publishes and checkpoints.", nil, func() float64 { return float64(stats().Failures) })
-	counter(r, "eventlog_relay_dead_lettered_total", "Items the relay could not route.", nil, func() float64 { return float64(stats().DeadLettered) })
-	counter(r, "eventlog_relay_transactions_total", "Kafka transactions the relay committed (transactional mode).", nil, func() float64 { return float64(stats().Transactions) })
-	counter(r, "eventlog_relay_aborted_total", "Kafka transactions the relay aborted or could not commit.", nil, func() float64 { return float64(stats().Aborted) })
-	counter(r, "eventlog_relay_fenced_total", "Times another relay of the store fenced this one's transactional id.", nil, func() float64 { return float64(stats().Fenced) })
-	gauge(r, "eventlog_relay_lag", "Notifications stored but not yet checkpointed as published.", nil, func() float64 { return float64(stats().Lag) })
-	gauge(r, "eventlog_relay_checkpoint", "The relay's checkpoint (a notification id).", nil, func() float64 { return float64(stats().Checkpoint) })
-	gauge(r, "eventlog_relay_active", "1 if this relay holds the lock and publishes.", nil, func() float64 {
+// Relay registers a relay's metrics, with labels (nil for none): a sharded
+// store's relays, one per shard, each with its "shard" label.
+func Relay(r prometheus.Registerer, labels prometheus.Labels, stats func() kafka.RelayStats) {
+	counter(r, "eventlog_relay_published_total", "Records the broker acknowledged.", labels, func() float64 { return float64(stats().Published) })
+	counter(r, "eventlog_relay_failures_total", "Failed reads, publishes and checkpoints.", labels, func() float64 { return float64(stats().Failures) })
+	counter(r, "eventlog_relay_dead_lettered_total", "Items the relay could not route.", labels, func() float64 { return float64(stats().DeadLettered) })
+	counter(r, "eventlog_relay_transactions_total", "Kafka transactions the relay committed (transactional mode).", labels, func() float64 { return float64(stats().Transactions) })
+	counter(r, "eventlog_relay_aborted_total", "Kafka transactions the relay aborted or could not commit.", labels, func() float64 { return float64(stats().Aborted) })
+	counter(r, "eventlog_relay_fenced_total", "Times another relay of the store fenced this one's transactional id.", labels, func() float64 { return float64(stats().Fenced) })
+	gauge(r, "eventlog_relay_lag", "Notifications stored but not yet checkpointed as published.", labels, func() float64 { return float64(stats().Lag) })
+	gauge(r, "eventlog_relay_checkpoint", "The relay's checkpoint (a notification id).", labels, func() float64 { return float64(stats().Checkpoint) })
+	gauge(r, "eventlog_relay_active", "1 if this relay holds the lock and publishes.", labels, func() float64 {
 		if stats().Active {
 			return 1
 		}

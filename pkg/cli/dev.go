@@ -112,7 +112,7 @@ func (p Program) runDev(ctx context.Context, args []string, env Env) error {
 	w.API(api)
 	runs := []func(context.Context) error{w.Run}
 	if len(d.GenericTypes())+len(d.ReadModels())+len(d.Policies()) > 0 { // else nothing to project
-		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend.Home(), Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp,
+		run, err := startProjector(ctx, service.ProjectorConfig{Backend: backend, Kafka: k.service(log), Domain: d, MapperOptions: mopts, Log: log, Metrics: reg, TracerProvider: tp,
 			TransientRetries: pf.retries, RetryBackoff: pf.backoff}, true, api)
 		if err != nil {
 			return err

@@ -110,8 +110,9 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	}
 	defer closeStore()
 	// Read models and the tracking of projections live on the home shard of
-	// a sharded store; the events come from Kafka, which carries every shard's.
-	backend = backend.Home()
+	// a sharded store; the events come from Kafka, which carries every
+	// shard's, and what is read of one entity (its data key, the events of a
+	// gap) comes from the entity's shard.
 	if err := c.bindStore(backend.Recorder); err != nil {
 		return err
 	}
@@ -121,7 +122,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 	if consumers == 0 {
 		// SQLite has one writer at a time: a second consumer would only wait.
 		consumers = 1
-		if _, ok := backend.Recorder.(*postgres.Recorder); ok {
+		if _, ok := backend.Home().Recorder.(*postgres.Recorder); ok {
 			consumers = 4 // the default partition count
 		}
 	}
@@ -156,7 +157,7 @@ func (p Program) runProjector(ctx context.Context, args []string, env Env) error
 func startProjector(ctx context.Context, cfg service.ProjectorConfig, readModel bool, api *httpapi.Server) (func(context.Context) error, error) {
 	closeRM := func() {}
 	if types := cfg.Domain.GenericTypes(); readModel && len(types) > 0 {
-		rm, c, err := readModelFor(ctx, cfg.Backend, types)
+		rm, c, err := readModelFor(ctx, cfg.Backend.Home(), types)
 		if err != nil {
 			return nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/projection"
 	"github.com/eventlog/eventlog/pkg/projection/readmodel"
+	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -37,7 +38,10 @@ type EntityReadModel interface {
 // ProjectorConfig configures a projector service.
 type ProjectorConfig struct {
 	// Backend is where the read model, its tracking and its dead letters are
-	// committed together; it is also the source that fills gaps.
+	// committed together; it is also the source that fills gaps. Of a
+	// sharded backend (Backend.Shards), they are committed on the home shard
+	// (Backend.Home), and the events that fill a gap, like the other reads of
+	// one entity, come from the entity's shard.
 	Backend Backend
 	Kafka   Kafka
 	// Domain is what the projector projects: the read models and process
@@ -115,6 +119,9 @@ type Projector struct {
 	client *kgo.Client
 	// models are the domain's read models, with their readers.
 	models []runningModel
+	// entities reads an entity's events: the backend's recorder, which over
+	// shards reads each from its shard.
+	entities store.AggregateRecorder
 
 	mu  sync.Mutex
 	lag map[string]*partitionLag // by name/topic/partition
@@ -167,7 +174,11 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		return nil, err
 	}
 	mapper := events.NewMapper(reg, cfg.MapperOptions...)
-	p := &Projector{cfg: cfg, domain: d, lag: make(map[string]*partitionLag)}
+	// Over shards, the projections commit on the home shard, and read each
+	// entity from its own shard (the home shard holds only some).
+	entities := store.AggregateRecorder(cfg.Backend.Recorder)
+	cfg.Backend = cfg.Backend.Home()
+	p := &Projector{cfg: cfg, domain: d, lag: make(map[string]*partitionLag), entities: entities}
 	topicsOf := func(types []string) []string {
 		var out []string
 		for _, typ := range types {
@@ -236,13 +247,13 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 		return nil
 	}
 	if cfg.ReadModel != nil {
-		if err := add(ProjectionReadModel, cfg.Backend, cfg.ReadModel, cfg.Backend.Recorder, topicsOf(d.GenericTypes()), false); err != nil {
+		if err := add(ProjectionReadModel, cfg.Backend, cfg.ReadModel, entities, topicsOf(d.GenericTypes()), false); err != nil {
 			p.client.Close()
 			return nil, err
 		}
 	}
 	if cfg.Persistence != nil {
-		if err := add(ProjectionPersistence, *cfg.Persistence, projection.PersistencePolicy{}, cfg.Backend.Recorder, all, false); err != nil {
+		if err := add(ProjectionPersistence, *cfg.Persistence, projection.PersistencePolicy{}, entities, all, false); err != nil {
 			p.client.Close()
 			return nil, err
 		}
@@ -253,14 +264,14 @@ func NewProjector(ctx context.Context, cfg ProjectorConfig) (*Projector, error) 
 			p.client.Close()
 			return nil, err
 		}
-		if err := add(m.Name, cfg.Backend, rm.model, cfg.Backend.Recorder, topicsOf(m.Entities), false); err != nil {
+		if err := add(m.Name, cfg.Backend, rm.model, entities, topicsOf(m.Entities), false); err != nil {
 			p.client.Close()
 			return nil, err
 		}
 		p.models = append(p.models, rm)
 	}
 	for _, pol := range d.Policies() {
-		if err := add(pol.Name, cfg.Backend, pol.Policy, cfg.Backend.Recorder, topicsOf(pol.Entities), pol.Unguarded); err != nil {
+		if err := add(pol.Name, cfg.Backend, pol.Policy, entities, topicsOf(pol.Entities), pol.Unguarded); err != nil {
 			p.client.Close()
 			return nil, err
 		}
@@ -420,7 +431,7 @@ func (p *Projector) API(s *httpapi.Server) {
 			prev(mux)
 		}
 		rm := &httpapi.ReadModels{Log: s.Log, Types: p.domain.GenericTypes(), Lag: func() any { return p.Lag() }, Stats: func() any { return p.Stats() },
-			Forgotten: httpapi.ForgottenIn(p.cfg.Backend.Recorder)}
+			Forgotten: httpapi.ForgottenIn(p.entities)}
 		if p.cfg.ReadModel != nil {
 			rm.Model = p.cfg.ReadModel
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -90,7 +91,13 @@ func checkShards(ctx context.Context, adm *kadm.Client, topic string, shards int
 	}
 	r, err := shard.NewRouter(n, shards)
 	if err != nil {
-		return nil, fmt.Errorf("%w (topic %s; -partitions only sets the count of topics eventlog creates: add partitions with kafka-topics --alter --partitions)", err, topic)
+		if !errors.Is(err, shard.ErrLayout) {
+			return nil, err
+		}
+		// The topic exists: its partitions can only grow.
+		up := (n/shards + 1) * shards
+		return nil, fmt.Errorf("%w: the commands topic %s has %d partitions, which is not a multiple of the %d shards: grow it to %d (kafka-topics --alter --topic %s --partitions %d; a topic's partitions cannot shrink, and -partitions only sets the count of topics eventlog creates), or use a shard count that divides %d",
+			shard.ErrLayout, topic, n, shards, up, topic, up, n)
 	}
 	return r, nil
 }
@@ -104,7 +111,21 @@ type shardedWriter struct {
 	ws        []*command.Writer
 	log       *slog.Logger
 	misrouted atomic.Int64 // commands found on another shard's partition
+
+	// A misrouted command, or one on a partition the router does not know,
+	// makes the writer look at the commands topic's partition count again
+	// (kadm's cached metadata, at most 5s old), to say whether the topic
+	// grew to a count that does not fit the shards (at most once per
+	// layoutErrorEvery).
+	adm     *kadm.Client
+	topic   string
+	errMu   sync.Mutex
+	lastErr time.Time
 }
+
+// layoutErrorEvery bounds how often a sharded writer logs that the commands
+// topic no longer fits the shards.
+const layoutErrorEvery = time.Minute
 
 // HandleBatch handles each shard's records on that shard. If any shard fails,
 // it returns the errors of every shard that failed; the consumer hands the
@@ -112,10 +133,16 @@ type shardedWriter struct {
 // has it).
 func (s *shardedWriter) HandleBatch(ctx context.Context, records []wire.Record) error {
 	parts := make([][]wire.Record, len(s.ws))
+	suspect := false
 	for _, r := range records {
 		i := s.router.ShardOfPartition(r.Partition)
-		s.checkKey(r, i)
+		if !s.checkKey(r, i) || r.Partition >= s.router.Partitions() {
+			suspect = true
+		}
 		parts[i] = append(parts[i], r)
+	}
+	if suspect {
+		s.checkLayout(ctx)
 	}
 	errs := make([]error, len(s.ws))
 	var wg sync.WaitGroup
@@ -136,18 +163,51 @@ func (s *shardedWriter) HandleBatch(ctx context.Context, records []wire.Record) 
 // checkKey warns of a command whose key (its entity id) belongs to another
 // shard than its partition: a producer that did not use Kafka's default
 // partitioner on the entity id. Its entity is stored on its partition's shard,
-// where reads by entity id do not look.
-func (s *shardedWriter) checkKey(r wire.Record, i int) {
+// where reads by entity id do not look. It reports whether the record is
+// where its key belongs (or has no entity id for a key).
+func (s *shardedWriter) checkKey(r wire.Record, i int) bool {
 	if len(r.Key) != 36 {
-		return
+		return true
 	}
 	id, err := uuid.ParseBytes(r.Key)
 	if err != nil || s.router.Shard(id) == i {
-		return
+		return true
 	}
 	if s.misrouted.Add(1)%1000 == 1 {
 		s.log.Warn("writer: a command's partition is not its entity's: produce commands keyed by entity id with Kafka's default partitioner",
 			"topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "entity_shard", s.router.Shard(id), "partition_shard", i, "misrouted", s.misrouted.Load())
+	}
+	return false
+}
+
+// checkLayout reads the commands topic's partition count and logs an error
+// (at most once per layoutErrorEvery) if the topic has grown to a count that
+// is not a multiple of the shards: Kafka's partitioner then puts the
+// commands of some entities on another shard's partitions, where they are
+// stored and their entities' reads do not look.
+func (s *shardedWriter) checkLayout(ctx context.Context) {
+	if s.adm == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := kafka.TopicPartitions(ctx, s.adm, s.topic)
+	if err != nil {
+		return // a command's misrouting is logged anyway
+	}
+	if shards := s.router.Shards(); n%shards != 0 {
+		s.errMu.Lock()
+		due := time.Since(s.lastErr) >= layoutErrorEvery
+		if due {
+			s.lastErr = time.Now()
+		}
+		s.errMu.Unlock()
+		if !due {
+			return
+		}
+		up := (n/shards + 1) * shards
+		s.log.Error(fmt.Sprintf("writer: the commands topic %s has grown to %d partitions, which is not a multiple of the %d shards: commands of some entities now go to another shard's partitions and are stored there, where reads of their entities do not look; grow it to %d at once (kafka-topics --alter --topic %s --partitions %d)",
+			s.topic, n, shards, up, s.topic, up), "topic", s.topic, "partitions", n, "shards", shards)
 	}
 }
 

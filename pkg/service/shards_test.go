@@ -1,23 +1,30 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"net/http/httptest"
 
 	"github.com/eventlog/eventlog/internal/httpapi"
+	"github.com/eventlog/eventlog/internal/metrics"
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/pkg/kafka"
+	"github.com/eventlog/eventlog/pkg/projection/pgreadmodel"
 	"github.com/eventlog/eventlog/pkg/service"
 	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
@@ -340,7 +347,7 @@ func TestShardedWriterRefusesPartitions(t *testing.T) {
 		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
 		Entities: []string{"example"}, Log: quietLog(),
 	})
-	if !errors.Is(err, shard.ErrLayout) || !strings.Contains(err.Error(), "4 partitions, which is not a multiple of the 3 shards") {
+	if !errors.Is(err, shard.ErrLayout) || !strings.Contains(err.Error(), "4 partitions, which is not a multiple of the 3 shards: grow it to 6 (kafka-topics --alter --topic eventlog.commands --partitions 6;") {
 		t.Fatalf("NewWriter over 3 shards and 4 partitions: %v", err)
 	}
 }
@@ -350,4 +357,212 @@ func serve(t *testing.T, s *httpapi.Server) string {
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// TestShardedProjectorFillsGapsFromTheEntitysShard checks that a projector
+// over a sharded store, which commits on the home shard, fills a gap of an
+// entity of another shard from that entity's shard.
+func TestShardedProjectorFillsGapsFromTheEntitysShard(t *testing.T) {
+	ctx := t.Context()
+	k := startBroker(t)
+	shards := pgShards(t, 2)
+	b, err := service.ShardedBackend(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	kcfg := service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1}
+	id := uuid.New()
+	for shard.ShardOf(id, 2) != 1 {
+		id = uuid.New()
+	}
+
+	// Two events of the entity on shard 1, stored without a relay.
+	_, stop := startWriter(t, service.WriterConfig{Backend: b, Kafka: kcfg, Entities: []string{"example"}, NoRelay: true, Log: quietLog()})
+	prod, err := kgo.NewClient(k...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	for v, typ := range []string{"create", "update"} {
+		c, _ := json.Marshal(wire.Command{CommandID: uuid.New(), Type: typ, Entity: "example", EntityID: id, Data: json.RawMessage(fmt.Sprintf(`{"foo":"v%d"}`, v))})
+		if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Key: []byte(id.String()), Value: c}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var last store.Notification
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ns, err := shards[1].Recorder.SelectNotifications(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range ns {
+			if n.SequenceID == id && n.Position == 1 {
+				last = n
+			}
+		}
+		if last.SequenceID == id {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the entity's events are not stored on shard 1: %v", ns)
+		}
+	}
+	stop()
+
+	// Only the second event reaches Kafka: the projector has a gap to fill.
+	var hs []kgo.RecordHeader
+	for _, h := range wire.EventHeaders(last.SequencedItem, last.ID) {
+		hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+	}
+	if err := prod.ProduceSync(ctx, &kgo.Record{Topic: topics.Events("example"), Key: []byte(id.String()), Value: last.State, Headers: hs}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	home := shards[0].Recorder.(*postgres.Recorder)
+	rm, err := pgreadmodel.New(home.Pool(), pgreadmodel.Options{Types: []string{"example"}, Schema: home.Options().Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rm.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	p, err := service.NewProjector(pctx, service.ProjectorConfig{Backend: b, Kafka: kcfg, Entities: []string{"example"}, ReadModel: rm, Log: quietLog()})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(pctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("projector: %v", err)
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		row, err := rm.Get(ctx, "example", id)
+		if err == nil && row.Version == 2 && string(row.Attributes["foo"]) == `"v1"` {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read model of %s (shard 1): %+v, %v; want version 2 with the gap filled from shard 1 (stats %+v)", id, row, err, p.Stats())
+		}
+	}
+}
+
+// TestShardedRelayMetrics checks that each shard's relay has metrics of its
+// own: two writers that each hold the lock of one shard both show a relay
+// active, where a sum over the shards showed none anywhere.
+func TestShardedRelayMetrics(t *testing.T) {
+	k := startBroker(t)
+	b, err := service.ShardedBackend(pgShards(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := metrics.New()
+	w, _ := startWriter(t, service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: wire.Topics{Prefix: "eventlog"}, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, Log: quietLog(), Metrics: reg,
+	})
+	active := func() map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "eventlog_relay_active" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				shardOf := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "shard" {
+						shardOf = l.GetValue()
+					}
+				}
+				out[shardOf] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(20 * time.Second); !w.RelayStats().Active; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relays did not become active")
+		}
+	}
+	if got := active(); len(got) != 2 || got["0"] != 1 || got["1"] != 1 {
+		t.Fatalf("eventlog_relay_active by shard: %v, want shards 0 and 1 at 1", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes, for a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestShardedWriterSaysTheTopicGrewOutOfLayout checks that a sharded writer
+// whose commands topic grows to a partition count that does not fit the
+// shards says so, with the count to grow it to, when it finds a command on
+// another shard's partition.
+func TestShardedWriterSaysTheTopicGrewOutOfLayout(t *testing.T) {
+	ctx := t.Context()
+	k := startBroker(t)
+	b, err := service.ShardedBackend(pgShards(t, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	var logs syncBuffer
+	startWriter(t, service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, NoRelay: true, Log: slog.New(slog.NewTextHandler(&logs, nil)),
+	})
+	cl, err := kgo.NewClient(append(k, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if resp, err := adm.CreatePartitions(ctx, 1, topics.Commands()); err != nil || resp.Error() != nil {
+		t.Fatal(err, resp.Error())
+	}
+	if n, err := kafka.TopicPartitions(ctx, adm, topics.Commands()); err != nil || n != 5 {
+		t.Fatalf("the commands topic has %d partitions (%v), want 5", n, err)
+	}
+	// Entities of shard 1 on partition 2 (shard 0's), where a producer that
+	// knows the 5 partitions puts some, until the writer, whose metadata may
+	// be a few seconds old, says why.
+	want := "has grown to 5 partitions, which is not a multiple of the 2 shards"
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), want); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer did not say %q; it logged:\n%s", want, logs.String())
+		}
+		id := uuid.New()
+		for shard.ShardOf(id, 2) != 1 {
+			id = uuid.New()
+		}
+		c, _ := json.Marshal(wire.Command{CommandID: uuid.New(), Type: "create", Entity: "example", EntityID: id, Data: json.RawMessage(`{"foo":"bar"}`)})
+		if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topics.Commands(), Partition: 2, Key: []byte(id.String()), Value: c}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(logs.String(), "grow it to 6 at once") {
+		t.Fatalf("the writer did not say what to grow the topic to:\n%s", logs.String())
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -218,7 +219,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 			w.client.Close()
 			return nil, err
 		}
-		w.writer = &shardedWriter{router: router, ws: writers, log: cfg.Log}
+		w.writer = &shardedWriter{router: router, ws: writers, log: cfg.Log, adm: adm, topic: cfg.Kafka.Topics.Commands()}
 	}
 	w.consumer, err = kafka.NewConsumer(kafka.ConsumerConfig{
 		Name: w.writer.TrackingName(), Group: cfg.Group, Topics: []string{cfg.Kafka.Topics.Commands()},
@@ -269,8 +270,14 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	if cfg.Metrics != nil {
 		metrics.Consumer(cfg.Metrics, "writer", w.writer.TrackingName(), w.consumer.Stats)
-		if len(w.relays) > 0 {
-			metrics.Relay(cfg.Metrics, w.RelayStats)
+		// Each shard's relay has metrics of its own: the relays of a
+		// store's shards may be active in different processes.
+		for i, relay := range w.relays {
+			var labels prometheus.Labels
+			if len(w.relays) > 1 {
+				labels = prometheus.Labels{"shard": strconv.Itoa(i)}
+			}
+			metrics.Relay(cfg.Metrics, labels, relay.Stats)
 		}
 	}
 	return w, nil

@@ -36,7 +36,8 @@ func (r *Recorder) ShardLayout(ctx context.Context) (index, count int, ok bool, 
 }
 
 // CheckShard checks that the database may be opened as shard index of count
-// shards, and records that layout if the database has none yet. A store of one
+// shards, and records that layout if the database has none yet and holds no
+// events (one that does is a store of one database, and stays one). A store of one
 // database (count 1) records nothing: it only fails if the database was
 // recorded as a shard of a larger store. A mismatch fails with an error
 // wrapping ErrShardLayout that says what the database holds. It needs the
@@ -49,7 +50,11 @@ func (r *Recorder) CheckShard(ctx context.Context, index, count int) error {
 		if r.closed.Load() {
 			return store.ErrClosed
 		}
-		_, err := r.pool.Exec(ctx, "INSERT INTO "+r.n.ShardLayout+" (shard_index, shard_count) VALUES ($1, $2) ON CONFLICT (singleton) DO NOTHING", index, count)
+		// A database that holds events and no layout is a store of one
+		// database: recording a layout would make it a shard, and its
+		// entities of the other shards would be lost to reads (and created
+		// again by commands on their shards).
+		_, err := r.pool.Exec(ctx, "INSERT INTO "+r.n.ShardLayout+" (shard_index, shard_count) SELECT $1, $2 WHERE NOT EXISTS (SELECT FROM "+r.n.Events+") ON CONFLICT (singleton) DO NOTHING", index, count)
 		if err != nil {
 			return fmt.Errorf("postgres: record the shard layout (is the schema migrated? run eventlog migrate): %w", err)
 		}
@@ -61,7 +66,8 @@ func (r *Recorder) CheckShard(ctx context.Context, index, count int) error {
 	case !ok && count == 1:
 		return nil
 	case !ok:
-		return fmt.Errorf("postgres: shard layout of schema %q: not recorded", r.opts.Schema)
+		return fmt.Errorf("%w: schema %q holds the events of a store of one database, and cannot become shard %d of %d (the shard count of a store cannot change; see Resharding in the README): give it alone as -postgres-dsn, or make a sharded store of empty databases",
+			ErrShardLayout, r.opts.Schema, index, count)
 	case gotIndex != index || gotCount != count:
 		if count == 1 {
 			return fmt.Errorf("%w: schema %q is shard %d of a store of %d shards, not a store of its own: give every shard's DSN, in order (-postgres-dsn once per shard)",

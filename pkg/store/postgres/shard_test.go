@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
+
+	"github.com/eventlog/eventlog/pkg/store"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
 
@@ -42,5 +45,31 @@ func TestCheckShard(t *testing.T) {
 	}
 	if err := rec.CheckShard(ctx, 2, 2); err == nil {
 		t.Error("CheckShard(2, 2) accepted")
+	}
+}
+
+// TestCheckShardRefusesAStoreOfOneDatabase checks that a database that holds
+// the events of a store of one database is not made a shard: its entities of
+// other shards would no longer be found, and commands would create them again
+// on their shards.
+func TestCheckShardRefusesAStoreOfOneDatabase(t *testing.T) {
+	ctx := t.Context()
+	rec := newRecorder(t)
+	if err := rec.CheckShard(ctx, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.InsertEvents(ctx, []store.SequencedItem{{SequenceID: uuid.New(), Position: 0, Topic: "example.Created", State: []byte(`{}`), Codec: "json"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := rec.CheckShard(ctx, 0, 2)
+	if !errors.Is(err, postgres.ErrShardLayout) || !strings.Contains(err.Error(), "holds the events of a store of one database") {
+		t.Fatalf("CheckShard(0, 2) of a store of one database with events: %v, want ErrShardLayout", err)
+	}
+	if _, _, ok, err := rec.ShardLayout(ctx); err != nil || ok {
+		t.Fatalf("layout recorded (%v, %v) for a refused shard", ok, err)
+	}
+	// It is still a store of its own.
+	if err := rec.CheckShard(ctx, 0, 1); err != nil {
+		t.Fatalf("opened again alone: %v", err)
 	}
 }
