@@ -43,6 +43,11 @@ type WriterConfig struct {
 	// MaxCommandSize bounds an encoded command envelope; a larger record is
 	// dead-lettered. It overrides wire.MaxCommandSize.
 	MaxCommandSize int
+	// Admit, if set, is asked of every decoded command before it is decided:
+	// an error dead-letters the record, with the error as its reason (a
+	// sharded writer refuses a command that came on another shard's
+	// partition).
+	Admit func(r *wire.Record, c *wire.Command) error
 	// CacheSize is how many aggregates the writer keeps in memory between
 	// batches. It overrides DefaultCacheSize; a negative value caches nothing.
 	// A cached aggregate is used without a read; if another writer appended

@@ -66,6 +66,9 @@ func (w *Writer) decode(records []wire.Record) []input {
 		if x.err == nil && x.cmd.CommandID == x.cmd.EntityID {
 			x.err = fmt.Errorf("%w: command_id equals entity_id (the result would share the entity's sequence)", wire.ErrEnvelope)
 		}
+		if x.err == nil && w.cfg.Admit != nil {
+			x.err = w.cfg.Admit(r, &x.cmd)
+		}
 	}
 	return in
 }

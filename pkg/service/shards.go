@@ -160,11 +160,25 @@ func (s *shardedWriter) HandleBatch(ctx context.Context, records []wire.Record) 
 	return errors.Join(errs...)
 }
 
+// onShard refuses a command whose entity belongs to another shard than the
+// partition it came on (shard i): stored on shard i, its entity would have
+// events where reads by entity id do not look, and perhaps a second history
+// on its own shard. The record is dead-lettered with what to fix, and can be
+// resent once keyed right.
+func onShard(router *shard.Router, i int, r *wire.Record, c *wire.Command) error {
+	if s := router.Shard(c.EntityID); s != i {
+		return fmt.Errorf("%w: entity %s belongs to shard %d of %d, but its command came on partition %d, of shard %d: "+
+			"produce commands keyed by entity id with Kafka's default partitioner (murmur2; librdkafka and kcat: -X partitioner=murmur2_random)",
+			command.ErrInvalid, c.EntityID, s, router.Shards(), r.Partition, i)
+	}
+	return nil
+}
+
 // checkKey warns of a command whose key (its entity id) belongs to another
 // shard than its partition: a producer that did not use Kafka's default
-// partitioner on the entity id. Its entity is stored on its partition's shard,
-// where reads by entity id do not look. It reports whether the record is
-// where its key belongs (or has no entity id for a key).
+// partitioner on the entity id. The shard's writer dead-letters it (onShard).
+// It reports whether the record is where its key belongs (or has no entity id
+// for a key).
 func (s *shardedWriter) checkKey(r wire.Record, i int) bool {
 	if len(r.Key) != 36 {
 		return true

@@ -566,3 +566,74 @@ func TestShardedWriterSaysTheTopicGrewOutOfLayout(t *testing.T) {
 		t.Fatalf("the writer did not say what to grow the topic to:\n%s", logs.String())
 	}
 }
+
+// TestShardedWriterDeadLettersMisroutedCommands produces commands on a
+// partition of another shard than their entity's (a producer with another
+// partitioner than Kafka's default): each is dead-lettered on the partition's
+// shard with what to fix, and no shard stores an event of its entity; the
+// same command on the right partition is accepted.
+func TestShardedWriterDeadLettersMisroutedCommands(t *testing.T) {
+	ctx := t.Context()
+	k := startBroker(t)
+	shards := pgShards(t, 2)
+	b, err := service.ShardedBackend(shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topics := wire.Topics{Prefix: "eventlog"}
+	startWriter(t, service.WriterConfig{
+		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1},
+		Entities: []string{"example"}, NoRelay: true,
+	})
+	cl, err := kgo.NewClient(append(k, kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	id := uuid.New()
+	for shard.ShardOf(id, 2) != 1 {
+		id = uuid.New()
+	}
+	produce := func(partition int32) *kgo.Record {
+		c, _ := json.Marshal(wire.Command{CommandID: uuid.New(), Type: "create", Entity: "example", EntityID: id, Data: json.RawMessage(`{"foo":"bar"}`)})
+		r := &kgo.Record{Topic: topics.Commands(), Partition: partition, Key: []byte(id.String()), Value: c}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Partition 2 is shard 0's (2 mod 2); the entity is shard 1's.
+	wrong := produce(2)
+	dl := wire.DeadLetterID(wrong.Topic, wrong.Partition, wrong.Offset)
+	var letters []store.SequencedItem
+	for deadline := time.Now().Add(20 * time.Second); len(letters) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the misrouted command was not dead-lettered on its partition's shard")
+		}
+		letters, err = shards[0].Recorder.SelectEvents(ctx, dl, store.Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := string(letters[0].State); !strings.Contains(s, "belongs to shard 1 of 2") || !strings.Contains(s, "murmur2") {
+		t.Errorf("dead letter %s does not say where the entity belongs and what to fix", s)
+	}
+	for i, s := range shards {
+		if items, err := s.Recorder.SelectEvents(ctx, id, store.Query{}); err != nil || len(items) != 0 {
+			t.Fatalf("shard %d holds %d events of the misrouted entity (%v), want none", i, len(items), err)
+		}
+	}
+	produce(1) // shard 1's partition
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		items, err := shards[1].Recorder.SelectEvents(ctx, id, store.Query{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command on the entity's own shard's partition was not stored: %d events", len(items))
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/eventlog/eventlog/pkg/events"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/store"
+	"github.com/eventlog/eventlog/pkg/store/shard"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
 
@@ -184,11 +185,16 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	}
 	shards := shardsOf(cfg.Backend)
 	writers := make([]*command.Writer, len(shards))
+	var router *shard.Router // of a sharded store, set below before any batch
 	for i, b := range shards {
+		var admit func(*wire.Record, *wire.Command) error
+		if len(shards) > 1 {
+			admit = func(r *wire.Record, c *wire.Command) error { return onShard(router, i, r, c) }
+		}
 		writers[i], err = command.NewWriter(b.Recorder, reg, mapper, command.WriterConfig{
 			CacheSize: cfg.CacheSize, Snapshots: b.Snapshots, SnapshotEvery: cfg.SnapshotEvery,
 			MaxCommandSize: cfg.MaxCommandSize, Logger: cfg.Log, OnBatch: onBatch,
-			TracerProvider: cfg.TracerProvider,
+			TracerProvider: cfg.TracerProvider, Admit: admit,
 		})
 		if err != nil {
 			return nil, err
@@ -214,7 +220,7 @@ func NewWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, err
 	}
 	if len(writers) > 1 {
-		router, err := checkShards(ctx, adm, cfg.Kafka.Topics.Commands(), len(writers))
+		router, err = checkShards(ctx, adm, cfg.Kafka.Topics.Commands(), len(writers))
 		if err != nil {
 			w.client.Close()
 			return nil, err
