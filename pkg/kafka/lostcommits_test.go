@@ -93,7 +93,12 @@ func TestConsumerRefetchesLostCommits(t *testing.T) {
 			cfg.VerifyTracking = true
 			cons := newConsumer(t, cfg, s, s)
 			runConsumer(t, cons)
-			waitFor(t, 15*time.Second, "offsets 0..19 applied", func() bool { return len(s.offsets(0)) == 20 })
+			// The consumer's stats count a batch after it noted the batch's
+			// end, from which it measures its idle spell: waiting for them,
+			// not for the store, the sleep below is a spell it sees whole.
+			waitFor(t, 15*time.Second, "offsets 0..19 applied", func() bool {
+				return len(s.offsets(0)) == 20 && cons.Stats().Records == 20
+			})
 			s.lose(0, 9, c.fails)
 			if c.fails == 0 {
 				time.Sleep(kafka.VerifyIdle + 50*time.Millisecond)

@@ -103,6 +103,10 @@ func TestTraceFromCommandToReadModel(t *testing.T) {
 	traceID := client.SpanContext().TraceID()
 
 	// The trace is complete once the apply span ended: after the commit.
+	// The other spans end on other goroutines (the writer's command span
+	// after its store commit, which the relay may publish first; the relay's
+	// once its Kafka commit returned; the projection's batch span after its
+	// apply spans), so the test waits for each span it checks.
 	find := func(name string) []tracetest.SpanStub {
 		var out []tracetest.SpanStub
 		for _, s := range exp.GetSpans() {
@@ -112,29 +116,43 @@ func TestTraceFromCommandToReadModel(t *testing.T) {
 		}
 		return out
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	var apply tracetest.SpanStub
-	for apply.Name == "" {
-		for _, s := range find(tracing.SpanProjectionApply) {
+	inTrace := func(name string) tracetest.SpanStub {
+		for _, s := range find(name) {
 			if s.SpanContext.TraceID() == traceID {
-				apply = s
+				return s
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no apply span of the command's trace within 20s; spans: %d", len(exp.GetSpans()))
+		return tracetest.SpanStub{}
+	}
+	var apply, command tracetest.SpanStub
+	linked := false
+	complete := func() bool {
+		apply, command = inTrace(tracing.SpanProjectionApply), inTrace(tracing.SpanWriterCommand)
+		linked = false
+		for _, s := range find(tracing.SpanRelayTransaction) {
+			for _, l := range s.Links {
+				linked = linked || (command.Name != "" && l.SpanContext.SpanID() == command.SpanContext.SpanID())
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		for _, name := range []string{tracing.SpanWriterBatch, tracing.SpanWriterDecide, tracing.SpanWriterCommit, tracing.SpanProjectionBatch, tracing.SpanProjectionTx} {
+			if len(find(name)) == 0 {
+				return false
+			}
+		}
+		return apply.Name != "" && command.Name != "" && linked
+	}
+	for deadline := time.Now().Add(60 * time.Second); !complete(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			break // the checks below say what is missing
+		}
+	}
+	if apply.Name == "" {
+		t.Fatalf("no apply span of the command's trace within 60s; spans: %d", len(exp.GetSpans()))
 	}
 	if row, err := rm.Get(t.Context(), "example", id); err != nil || row.Version != 1 {
 		t.Fatalf("read model once the apply span ended: %+v, %v", row, err)
 	}
 
-	var command tracetest.SpanStub
-	for _, s := range find(tracing.SpanWriterCommand) {
-		if s.SpanContext.TraceID() == traceID {
-			command = s
-		}
-	}
 	switch {
 	case command.Name == "":
 		t.Fatal("no writer command span in the command's trace")
@@ -155,12 +173,6 @@ func TestTraceFromCommandToReadModel(t *testing.T) {
 		t.Fatalf("apply span outcome %q", outcome)
 	}
 	// The relay's span links to the command's.
-	linked := false
-	for _, s := range find(tracing.SpanRelayTransaction) {
-		for _, l := range s.Links {
-			linked = linked || l.SpanContext.SpanID() == command.SpanContext.SpanID()
-		}
-	}
 	if !linked {
 		t.Fatal("no relay transaction span links to the command span")
 	}
