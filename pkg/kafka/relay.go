@@ -484,14 +484,38 @@ type leader struct {
 	// held ends are not failed (which would break the order of their keys)
 	// but awaited.
 	produceCtx context.Context
-	selected   int64   // last id read from the log
-	acked      int64   // every id up to this one is acknowledged
-	saved      int64   // stored checkpoint
-	inflight   []*page // in log order
-	savedAt    time.Time
-	backoff    time.Duration
+	selected   int64           // last id read from the log
+	inflight   []*page         // in log order
 	known      map[string]bool // topics ensured with Admin
 	failed     atomic.Bool     // a record of this term failed; see page.failed
+	term
+}
+
+// term is what both relay modes keep through a term as the active relay: the
+// checkpoint acknowledged (every id up to acked is published) and the one
+// stored, and the back-off after a failure.
+type term struct {
+	cfg     *RelayConfig
+	acked   int64
+	saved   int64
+	savedAt time.Time
+	backoff time.Duration
+}
+
+// nextBackoff doubles the back-off, from MinBackoff up to MaxBackoff.
+func (t *term) nextBackoff() time.Duration {
+	if t.backoff == 0 {
+		t.backoff = t.cfg.MinBackoff
+	} else {
+		t.backoff = min(2*t.backoff, t.cfg.MaxBackoff)
+	}
+	return t.backoff
+}
+
+// checkpointDue reports whether the checkpoint moved and force is set or
+// CheckpointInterval has passed since it was stored.
+func (t *term) checkpointDue(force bool) bool {
+	return t.acked > t.saved && (force || time.Since(t.savedAt) >= t.cfg.CheckpointInterval)
 }
 
 // fastPollMin is the first wait for a read after a wake-up.
@@ -595,7 +619,8 @@ func (r *Relay) lead(held context.Context) error {
 	})
 	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(held))
 	defer stopProducing()
-	l := &leader{r: r, held: held, produceCtx: produceCtx, selected: cp, acked: cp, saved: cp, savedAt: time.Now(), known: make(map[string]bool)}
+	l := &leader{r: r, held: held, produceCtx: produceCtx, selected: cp, known: make(map[string]bool),
+		term: term{cfg: &r.cfg, acked: cp, saved: cp, savedAt: time.Now()}}
 	defer l.drain(stopProducing)
 
 	pc := r.newPacer(held)
@@ -812,19 +837,10 @@ func (l *leader) recover(err error) {
 	l.failed.Store(false)
 }
 
-func (l *leader) nextBackoff() time.Duration {
-	if l.backoff == 0 {
-		l.backoff = l.r.cfg.MinBackoff
-	} else {
-		l.backoff = min(2*l.backoff, l.r.cfg.MaxBackoff)
-	}
-	return l.backoff
-}
-
 // checkpoint stores l.acked if it moved and force is set or CheckpointInterval
 // has passed.
 func (l *leader) checkpoint(force bool) {
-	if l.acked <= l.saved || (!force && time.Since(l.savedAt) < l.r.cfg.CheckpointInterval) {
+	if !l.checkpointDue(force) {
 		return
 	}
 	l.save(l.held)

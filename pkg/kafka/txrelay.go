@@ -66,13 +66,12 @@ type txLeader struct {
 	// producers of the id before it and aborts their transactions) and the
 	// checkpoint read from Kafka since the last failure.
 	stale      bool
-	topicReady bool  // the checkpoint topic was ensured
-	acked      int64 // committed checkpoint
-	saved      int64 // store's copy
-	savedAt    time.Time
-	backoff    time.Duration
+	topicReady bool            // the checkpoint topic was ensured
 	known      map[string]bool // topics ensured with Admin
 	failed     atomic.Bool     // a record of the transaction in progress failed
+	// term's acked is the checkpoint committed in Kafka, saved the store's
+	// copy.
+	term
 }
 
 // leadTx publishes in transactions while held lasts. It returns nil when held
@@ -88,7 +87,7 @@ func (r *Relay) leadTx(held context.Context) error {
 	produceCtx, stopProducing := context.WithCancel(context.WithoutCancel(held))
 	defer stopProducing()
 	l := &txLeader{r: r, log: r.log.With(logKeyTxnID, id), held: held, produceCtx: produceCtx, id: id,
-		stale: true, saved: -1, savedAt: time.Now(), known: make(map[string]bool)}
+		stale: true, known: make(map[string]bool), term: term{cfg: &r.cfg, saved: -1, savedAt: time.Now()}}
 	defer l.stop()
 
 	pc := r.newPacer(held)
@@ -469,15 +468,6 @@ func (l *txLeader) dropProducer() {
 	l.stale = true
 }
 
-func (l *txLeader) nextBackoff() time.Duration {
-	if l.backoff == 0 {
-		l.backoff = l.r.cfg.MinBackoff
-	} else {
-		l.backoff = min(2*l.backoff, l.r.cfg.MaxBackoff)
-	}
-	return l.backoff
-}
-
 // stop closes the producer (no transaction is open: transaction ends each
 // one it begins) and stores the checkpoint's copy in the store.
 func (l *txLeader) stop() {
@@ -492,7 +482,7 @@ func (l *txLeader) stop() {
 // checkpoint stores the copy of the committed checkpoint in the store if it
 // moved and force is set or CheckpointInterval has passed.
 func (l *txLeader) checkpoint(force bool) {
-	if l.acked <= l.saved || (!force && time.Since(l.savedAt) < l.r.cfg.CheckpointInterval) {
+	if !l.checkpointDue(force) {
 		return
 	}
 	l.save(l.held)
