@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	neturl "net/url"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,6 +194,9 @@ func TestReadDSN(t *testing.T) {
 	addr := freeAddr(t)
 	w := runProgram(t, t.TempDir(), "writer", append([]string{"-kafka-brokers", b.addrs[0], "-http-addr", addr, "-postgres-read-dsn", st.flags[1]}, st.flags...))
 	w.waitReady(t, ctx, time.Minute)
+	if log, _ := os.ReadFile(w.logPath); !strings.Contains(string(log), "names a server that is not a standby") {
+		t.Errorf("the writer did not warn that its read DSN is a primary; it logged:\n%s", log)
+	}
 	res := postCommand(t, ctx, "http://"+addr, wire.Command{Type: wire.TypeCreate, Entity: "example", EntityID: uuid.New(), Data: json.RawMessage(`{"a":1}`)})
 	var e struct{ Version int64 }
 	if code, err := getJSON(ctx, fmt.Sprintf("http://%s/v1/entities/example/%s?min_version=1", addr, res.EntityID), &e); err != nil || code != http.StatusOK || e.Version != 1 {

@@ -59,6 +59,12 @@ func (r *readFlags) open(ctx context.Context, s *storeFlags, b *service.Backend,
 		closeAll()
 		return nil, fmt.Errorf("-postgres-read-dsn: %w", err)
 	}
+	// A primary (the store's own, or another) is served too, but it is not
+	// what the flag is for: say so.
+	var standby bool
+	if err := pool.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err == nil && !standby {
+		log.Warn("-postgres-read-dsn names a server that is not a standby: the entity routes read there all the same; name a streaming replica of -postgres-dsn's database")
+	}
 	b.Reads = rec
 	return closeAll, nil
 }
