@@ -105,6 +105,7 @@ func Consumer(r prometheus.Registerer, role, name string, stats func() kafka.Con
 	counter(r, "eventlog_consumer_records_total", "Records handled.", l, func() float64 { return float64(stats().Records) })
 	counter(r, "eventlog_consumer_retries_total", "Failed batch attempts retried.", l, func() float64 { return float64(stats().Retries) })
 	counter(r, "eventlog_consumer_tracking_conflicts_total", "Tracking conflicts (zombie or duplicate) that made the consumer seek.", l, func() float64 { return float64(stats().Conflicts) })
+	counter(r, "eventlog_consumer_lost_commits_total", "Partitions whose stored tracking went back behind what the consumer handled (commits a crash or failover took back), fetched again.", l, func() float64 { return float64(stats().LostCommits) })
 }
 
 // Since returns seconds since t, or 0 for the zero time.

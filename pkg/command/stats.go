@@ -81,6 +81,23 @@ type Stats struct {
 	AppendTime time.Duration
 }
 
+// Add adds o's counters to s (the writers of a sharded store's shards, say).
+func (s *Stats) Add(o Stats) {
+	s.Batches += o.Batches
+	s.Failures += o.Failures
+	s.Records += o.Records
+	s.Skipped += o.Skipped
+	s.Accepted += o.Accepted
+	s.Rejected += o.Rejected
+	s.Conflict += o.Conflict
+	s.Invalid += o.Invalid
+	s.Duplicates += o.Duplicates
+	s.DeadLetters += o.DeadLetters
+	s.Events += o.Events
+	s.Retries += o.Retries
+	s.AppendTime += o.AppendTime
+}
+
 // counters are Stats, updated atomically.
 type counters struct {
 	batches, failures, records, skipped      atomic.Int64

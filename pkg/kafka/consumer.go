@@ -151,6 +151,16 @@ type ConsumerStats struct {
 	LostCommits int64
 }
 
+// Add adds o's counters to s (the consumers of one projection, say).
+func (s *ConsumerStats) Add(o ConsumerStats) {
+	s.Batches += o.Batches
+	s.Records += o.Records
+	s.Retries += o.Retries
+	s.Conflicts += o.Conflicts
+	s.Rewinds += o.Rewinds
+	s.LostCommits += o.LostCommits
+}
+
 // A Consumer is a consumer-group member that hands polled records to a
 // BatchHandler. On each partition it is assigned, it starts after the
 // handler's own tracking, not at the group's committed offset; it commits

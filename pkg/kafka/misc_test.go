@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/kafka"
 	"github.com/eventlog/eventlog/pkg/wire"
 )
@@ -202,4 +203,8 @@ func TestCommander(t *testing.T) {
 	if err := <-runDone; err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+func TestConsumerStatsAddSumsEveryCounter(t *testing.T) {
+	testutil.CheckSumsEveryField(t, (*kafka.ConsumerStats).Add)
 }

@@ -99,12 +99,7 @@ type projectionRun struct {
 func (r projectionRun) consumerStats() kafka.ConsumerStats {
 	var sum kafka.ConsumerStats
 	for _, c := range r.consumers {
-		s := c.Stats()
-		sum.Batches += s.Batches
-		sum.Records += s.Records
-		sum.Retries += s.Retries
-		sum.Conflicts += s.Conflicts
-		sum.Rewinds += s.Rewinds
+		sum.Add(c.Stats())
 	}
 	return sum
 }

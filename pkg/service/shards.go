@@ -243,20 +243,7 @@ func (s *shardedWriter) Close() error {
 func (s *shardedWriter) Stats() command.Stats {
 	var t command.Stats
 	for _, w := range s.ws {
-		st := w.Stats()
-		t.Batches += st.Batches
-		t.Failures += st.Failures
-		t.Records += st.Records
-		t.Skipped += st.Skipped
-		t.Accepted += st.Accepted
-		t.Rejected += st.Rejected
-		t.Conflict += st.Conflict
-		t.Invalid += st.Invalid
-		t.Duplicates += st.Duplicates
-		t.DeadLetters += st.DeadLetters
-		t.Events += st.Events
-		t.Retries += st.Retries
-		t.AppendTime += st.AppendTime
+		t.Add(w.Stats())
 	}
 	return t
 }
