@@ -8,32 +8,14 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/cli"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func noEnv(string) string { return "" }
 
@@ -51,8 +33,8 @@ func startDev(t *testing.T, dataDir string) devAddrs {
 func startDevWith(t *testing.T, dataDir string, getenv func(string) string, args ...string) devAddrs {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
-	errOut := &syncBuffer{}
+	out := &testutil.Buffer{}
+	errOut := &testutil.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- cli.Main(ctx, append([]string{"dev", "-data-dir", dataDir, "-broker-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "warn"}, args...),

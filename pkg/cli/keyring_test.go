@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -53,7 +54,7 @@ func TestCipherKeyRotation(t *testing.T) {
 		{"k1=" + k1 + "\n*k2=" + k2 + "\n", true, "under-k2", "json+aes256gcm:k2"},
 	}
 	ids := map[string]string{}
-	var logs []*syncBuffer
+	var logs []*testutil.Buffer
 	start := func(s step) (string, func()) {
 		env := map[string]string{}
 		if s.legacy {

@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/eventlog/eventlog/internal/pgtest"
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/cli"
 	"github.com/eventlog/eventlog/pkg/store/postgres"
 )
@@ -128,7 +129,7 @@ func secureCluster(t *testing.T, tlsCfg *tls.Config) string {
 // runEnv runs a command with an environment.
 func runEnv(t *testing.T, env map[string]string, timeout time.Duration, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testutil.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := cli.Main(ctx, args, cli.Env{Getenv: func(k string) string { return env[k] }, Stdout: &out, Stderr: &errOut})
@@ -137,10 +138,10 @@ func runEnv(t *testing.T, env map[string]string, timeout time.Duration, args ...
 
 // startWriter runs the writer service until the test ends or stop is called;
 // it returns once the writer says it started, with its HTTP address.
-func startWriter(t *testing.T, env map[string]string, args ...string) (httpAddr string, stop func(), log *syncBuffer) {
+func startWriter(t *testing.T, env map[string]string, args ...string) (httpAddr string, stop func(), log *testutil.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	errOut := &syncBuffer{}
+	errOut := &testutil.Buffer{}
 	done := make(chan error, 1)
 	args = append([]string{"writer", "-sqlite-path", filepath.Join(t.TempDir(), "w.db"), "-http-addr", "127.0.0.1:0", "-partitions", "2"}, args...)
 	go func() {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/cli"
 )
 
@@ -85,7 +86,7 @@ func TestDevExportsTraces(t *testing.T) {
 	env := envOf(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": srv.URL, "OTEL_SERVICE_NAME": "dev-under-test"})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testutil.Buffer{}, &testutil.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- cli.Main(ctx, []string{"dev", "-data-dir", t.TempDir(), "-broker-addr", "127.0.0.1:0", "-http-addr", "127.0.0.1:0", "-log-level", "info"},

@@ -5,39 +5,21 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/eventlog/eventlog/internal/testutil"
 	"github.com/eventlog/eventlog/pkg/kafka"
 )
-
-// lockedBuffer is a bytes.Buffer that franz-go's goroutines may write at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // At info a service shows only its own lines: a consumer group's lifecycle,
 // which franz-go logs at info, is debug. At debug it is all there.
 func TestLoggerGroupLifecycleIsDebug(t *testing.T) {
 	c := newCluster(t, 2, "example")
 	for _, lv := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var out lockedBuffer
+		var out testutil.Buffer
 		log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: lv}))
 		cl := newClient(t, c, kgo.WithLogger(kafka.NewLogger(log)), kgo.ConsumerGroup("g-"+lv.String()),
 			kgo.ConsumeTopics(topics.Events("example")), kgo.FetchMaxWait(50*time.Millisecond))

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -557,24 +555,6 @@ func TestShardedRelayMetrics(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes, for a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestShardedWriterSaysTheTopicGrewOutOfLayout checks that a sharded writer
 // whose commands topic grows to a partition count that does not fit the
 // shards says so, with the count to grow it to, when it finds a command on
@@ -587,7 +567,7 @@ func TestShardedWriterSaysTheTopicGrewOutOfLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	topics := wire.Topics{Prefix: "eventlog"}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	startWriter(t, service.WriterConfig{
 		Backend: b, Kafka: service.Kafka{ClientOptions: k, Topics: topics, Partitions: 4, ReplicationFactor: -1},
 		Entities: []string{"example"}, NoRelay: true, Log: slog.New(slog.NewTextHandler(&logs, nil)),
